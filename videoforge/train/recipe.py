@@ -1,0 +1,191 @@
+"""Training recipes: the YAML files under `configs/` read into small typed dataclasses.
+
+A recipe is a model section, data, optimisation, flow-matching settings, and a curriculum: a
+list of stages, each with its own data tier, resolution anchors, duration buckets, steps and
+learning rate. Every schedule comes from here, never from `--max-steps` (which only caps).
+Unknown keys are errors, so a typo in a recipe fails loudly instead of training the wrong thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelSection:
+    preset: str = "tiny"  # videoforge.config preset name
+    dit: dict[str, Any] = field(default_factory=dict)  # DiTConfig field overrides
+    init: str | None = None  # weights to start from (load_dit path); None: random init
+    vae: str | None = None  # VAE weights (load_vae path); None: the preset's VAE, seeded random
+    vae_seed: int = 0
+    text_encoder: str = "minilm"  # "minilm" (bundled) or a model folder with text_encoder/
+    text_max_length: int = 64
+
+
+@dataclass
+class DataSection:
+    path: str | None = None  # manifest.parquet or a folder of media + captions; --data overrides
+    cache: str | None = None  # a `videoforge cache` folder; used instead of decoding when set
+    caption_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
+    num_workers: int = 0
+
+
+@dataclass
+class StageSection:
+    name: str = "stage"
+    steps: int = 100
+    lr: float = 1e-4
+    tier: str | None = None  # manifest tier; None: every kept row
+    anchors: list[int] = field(default_factory=lambda: [256])  # resolution anchors (sqrt of area)
+    frames: list[int] = field(default_factory=lambda: [1])  # duration buckets, 4k+1; 1 = image
+    token_budget: int = 4096  # latent tokens per global batch (sets each bucket's batch size)
+    max_batch: int = 64  # cap on a bucket's global batch
+    image_ratio: float = 1.0  # fraction of batches drawn from image buckets when both exist
+    frame_stride: list[int] = field(default_factory=lambda: [1, 1])  # inclusive range of strides
+    bucket_grid: int = 16  # bucket sides are multiples of this
+    max_aspect: float = 4.0
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.frames if f < 1 or (f - 1) % 4]
+        if bad:
+            raise ValueError(f"stage {self.name!r}: duration buckets must be 4k+1 frames, got {bad}")
+        if not 0.0 <= self.image_ratio <= 1.0:
+            raise ValueError(f"stage {self.name!r}: image_ratio must be in [0, 1], got {self.image_ratio}")
+        if self.steps < 1:
+            raise ValueError(f"stage {self.name!r}: steps must be >= 1, got {self.steps}")
+        lo, hi = self.frame_stride
+        if not 1 <= lo <= hi:
+            raise ValueError(f"stage {self.name!r}: frame_stride must be [lo, hi] with 1 <= lo <= hi")
+
+
+@dataclass
+class OptimSection:
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    ema_decay: float = 0.999
+    micro_batch: int = 0  # max samples per device per forward; 0: whole local batch at once
+
+
+@dataclass
+class FlowSection:
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    guidance_range: tuple[float, float] = (1.0, 6.0)  # embedded-guidance values fed during training
+
+
+@dataclass
+class LoRASection:
+    rank: int = 16
+    alpha: float = 16.0
+    target_modules: list[str] | None = None  # None: attention and MLP linears of every block
+
+
+@dataclass
+class RunSection:
+    seed: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    validate_every: int = 0  # 0: no validation samples
+    validation_prompts: list[str] = field(default_factory=list)
+    validation_steps: int = 10
+    activation_checkpointing: bool = False
+    compile: bool = False
+    mixed_precision: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
+
+
+@dataclass
+class Recipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    flow: FlowSection = field(default_factory=FlowSection)
+    run: RunSection = field(default_factory=RunSection)
+    stages: list[StageSection] = field(default_factory=lambda: [StageSection()])
+    lora: LoRASection | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def stage_at(self, step: int) -> tuple[int, StageSection]:
+        """The stage that global step `step` (0-based) belongs to; past the end, the last one."""
+        end = 0
+        for i, s in enumerate(self.stages):
+            end += s.steps
+            if step < end:
+                return i, s
+        return len(self.stages) - 1, self.stages[-1]
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up from the run's start, then each stage's constant rate."""
+        lr = self.stage_at(step)[1].lr
+        w = self.optim.warmup_steps
+        return lr * min(1.0, (step + 1) / w) if w > 0 else lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type[T], data: Any, where: str) -> T:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for k, v in data.items():
+        if isinstance(names[k].default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    sections = {"model", "data", "optim", "flow", "run", "stages", "lora"}
+    unknown = sorted(set(d) - sections)
+    if unknown:
+        raise ValueError(f"recipe: unknown section(s) {unknown}; allowed: {sorted(sections)}")
+    stages = d.get("stages") or [{}]
+    if not isinstance(stages, list):
+        raise ValueError("recipe: `stages` must be a list of stage mappings")
+    return Recipe(
+        model=_build(ModelSection, d.get("model"), "model"),
+        data=_build(DataSection, d.get("data"), "data"),
+        optim=_build(OptimSection, d.get("optim"), "optim"),
+        flow=_build(FlowSection, d.get("flow"), "flow"),
+        run=_build(RunSection, d.get("run"), "run"),
+        stages=[_build(StageSection, s, f"stages[{i}]") for i, s in enumerate(stages)],
+        lora=_build(LoRASection, d["lora"], "lora") if d.get("lora") is not None else None,
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a training recipe YAML; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    try:
+        return recipe_from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

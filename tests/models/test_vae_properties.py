@@ -1,0 +1,158 @@
+"""Behaviour of the causal VAE on its own: causality, frame mapping, shapes, errors, posterior."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from videoforge.config import VAEConfig, preset
+from videoforge.models.vae import CausalConv3d, DiagonalGaussian, FrameCausalAttention, build_vae
+
+REFERENCE_KEYS = Path(__file__).resolve().parents[1] / "data" / "reference" / "vae_keys.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    torch.manual_seed(0)
+    return build_vae(preset("tiny").vae).eval()
+
+
+def test_release_config_keys_and_shapes_on_meta():
+    vae = build_vae(VAEConfig(), device="meta")
+    assert all(p.is_meta for p in vae.parameters())
+    want = json.loads(REFERENCE_KEYS.read_text())["state_dict"]
+    got = {k: list(v.shape) for k, v in vae.state_dict().items()}
+    assert got == want
+    assert sum(p.numel() for p in vae.parameters()) == 246_478_803
+
+
+def test_build_vae_dtype():
+    vae = build_vae(preset("tiny").vae, dtype=torch.bfloat16)
+    assert {p.dtype for p in vae.parameters()} == {torch.bfloat16}
+    assert vae.config == preset("tiny").vae
+
+
+@pytest.mark.parametrize("stride", [1, (2, 2, 2)])
+def test_causal_conv_is_causal(stride):
+    torch.manual_seed(0)
+    conv = CausalConv3d(4, 6, 3, stride=stride)
+    x = torch.randn(1, 4, 9, 8, 8)
+    y = conv(x)
+    k = 4
+    x2 = x.clone()
+    x2[:, :, k] += 1.0
+    y2 = conv(x2)
+    t_stride = 1 if stride == 1 else stride[0]
+    first_affected = -(-k // t_stride)  # output j sees padded frames up to j*stride + 2, i.e. input frames <= j*stride
+    torch.testing.assert_close(y2[:, :, :first_affected], y[:, :, :first_affected], atol=0, rtol=0)
+    assert (y2[:, :, first_affected] - y[:, :, first_affected]).abs().max() > 1e-3
+
+
+def test_causal_conv_replicates_first_frame_and_borders():
+    """Replicate padding: a constant input gives a constant output (zero padding would not)."""
+    conv = CausalConv3d(2, 3, 3)
+    x = torch.full((1, 2, 3, 5, 5), 0.7)
+    y = conv(x)
+    assert y.shape == (1, 3, 3, 5, 5)
+    torch.testing.assert_close(y, y[:, :, :1, :1, :1].expand_as(y))
+
+
+def test_mid_attention_is_frame_causal_but_groupnorm_is_not():
+    """The attention mask is block-causal by frame; only the GroupNorm statistics look ahead."""
+    torch.manual_seed(0)
+    attn = FrameCausalAttention(8, groups=2)
+    x = torch.randn(1, 8, 3, 2, 2)
+    x2 = x.clone()
+    x2[:, :, 2] += 5.0 * torch.randn(8, 2, 2)
+    assert (attn(x2)[:, :, 0] - attn(x)[:, :, 0]).abs().max() > 1e-3
+    # With GroupNorm statistics fixed (identity norm), earlier frames ignore later ones.
+    attn.group_norm = torch.nn.Identity()
+    torch.testing.assert_close(attn(x2)[:, :, :2], attn(x)[:, :, :2], atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_encoder_is_not_strictly_causal(tiny_vae):
+    """GroupNorm statistics span the whole clip, so a late frame changes the first latent."""
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    x2 = x.clone()
+    x2[:, :, 8] = -x2[:, :, 8]
+    z, z2 = tiny_vae.encode(x).mean, tiny_vae.encode(x2).mean
+    assert (z[:, :, 0] - z2[:, :, 0]).abs().max() > 1e-5
+
+
+@torch.no_grad()
+def test_image_is_a_one_frame_video(tiny_vae):
+    image = torch.rand(2, 3, 1, 16, 24) * 2 - 1
+    z = tiny_vae.encode(image).mode()
+    assert z.shape == (2, 16, 1, 2, 3)
+    assert tiny_vae.decode(z).shape == (2, 3, 1, 16, 24)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@torch.no_grad()
+def test_frames_4k_plus_1_map_to_k_plus_1_latents(tiny_vae, k):
+    x = torch.rand(1, 3, 4 * k + 1, 8, 8) * 2 - 1
+    z = tiny_vae.encode(x).sample(torch.Generator().manual_seed(0))
+    assert z.shape == (1, 16, k + 1, 1, 1)
+    assert tiny_vae.decode(z).shape == (1, 3, 4 * k + 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 3, 16, 16), r"image is a 1-frame video.*unsqueeze\(2\)"),
+        ((1, 4, 5, 16, 16), r"expected 3 channels"),
+        ((1, 3, 4, 16, 16), r"4k\+1.*got 4; use 1 or 5 frames"),
+        ((1, 3, 7, 16, 16), r"4k\+1.*got 7; use 5 or 9 frames"),
+        ((1, 3, 5, 20, 16), r"multiples of 8, got 20x16"),
+    ],
+)
+def test_bad_video_shapes_raise(tiny_vae, shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vae.encode(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 16, 2, 2), r"expected latents \[B, 16, T, h, w\]"),
+        ((1, 4, 2, 2, 2), r"expected 16 latent channels.*got 4"),
+        ((1, 16, 0, 2, 2), r"at least one frame"),
+    ],
+)
+def test_bad_latent_shapes_raise(tiny_vae, shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vae.decode(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tile_sample_min_size": 100}, r"multiple of 8"),
+        ({"tile_sample_min_tsize": 8}, r"tile_sample_min_tsize=8 .* does not tile seamlessly"),
+        ({"tile_overlap_factor": 1.0}, r"\[0, 1\)"),
+    ],
+)
+def test_bad_tiling_settings_raise(tiny_vae, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vae.enable_tiling(**kwargs)
+    assert tiny_vae.tiling is None
+
+
+def test_posterior():
+    mean = torch.randn(2, 4, 1, 2, 2)
+    logvar = torch.randn(2, 4, 1, 2, 2).clamp(-3, 3)
+    logvar[0, 0, 0, 0, 0] = 50.0  # clamped to 20
+    post = DiagonalGaussian(torch.cat([mean, logvar], dim=1))
+    assert post.mode() is post.mean
+    assert post.logvar.max() == 20.0
+    torch.testing.assert_close(post.std, torch.exp(0.5 * post.logvar))
+    a, b = post.sample(torch.Generator().manual_seed(7)), post.sample(torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.equal(a, post.sample(torch.Generator().manual_seed(8)))
+    standard = DiagonalGaussian(torch.zeros(2, 8, 1, 2, 2))
+    torch.testing.assert_close(standard.kl(), torch.zeros(2))
+    assert (post.kl() > 0).all()

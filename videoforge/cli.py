@@ -34,9 +34,171 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="text-to-video: write an mp4 (+ a JSON sidecar with every setting) per prompt",
+        description="Generate videos from text. Unset options take the model folder's defaults "
+        "(videoforge.json; the release: 720x1280, 129 frames, 50 steps, shift 7, guidance 6).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the text prompt")
+    src.add_argument("--prompts-file", help="one prompt per line, or JSON lines with \"prompt\" and per-prompt "
+                     "overrides (seed, size, frames, steps, guidance, cfg_scale, negative_prompt, flow_shift); "
+                     "--out is then a folder of numbered videos")
+    p.add_argument("--model-dir", help="model folder (ours, diffusers' or the release's ckpts/); default: the bundled tiny model")
+    p.add_argument("--out", help="output mp4 (default out/video.mp4), or a folder with --prompts-file (default out/)")
+    p.add_argument("--seed", type=int, help="seed for the initial noise (default: random, recorded in the sidecar)")
+    p.add_argument("--steps", type=int, help="denoising steps")
+    p.add_argument("--size", help="HEIGHTxWIDTH, multiples of 16, e.g. 720x1280")
+    p.add_argument("--frames", type=int, help="number of frames, 4k+1 (e.g. 65, 129)")
+    p.add_argument("--guidance", type=float, help="embedded guidance scale of the guidance-distilled model")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="true classifier-free guidance; > 1 runs a negative branch (default: off)")
+    p.add_argument("--negative-prompt", help="negative prompt for --cfg-scale > 1 (default: the release's)")
+    p.add_argument("--flow-shift", type=float, help="time shift of the sampling schedule")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--offload", choices=["none", "model"], default="none", help="'model': keep components on the CPU and move each to the device only while it runs")
+    p.add_argument("--attention", choices=["sdpa", "flash"], default="sdpa", help="attention kernel (flash needs flash-attn)")
+    p.add_argument("--no-vae-tiling", action="store_true", help="decode in one piece (more memory; tiling only engages above 256 px / 64 frames)")
+    p.add_argument("--png-frames", action="store_true", help="also write every frame as PNG into a folder beside the mp4")
+    p.add_argument("--gif", action="store_true", help="also write an animated GIF preview")
+    p.add_argument("--round-guidance-bf16", action="store_true", help="feed guidance rounded through bf16 like the release (6.0 -> 6016)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from videoforge.bundled import bundled_model_dir
+        from videoforge.pipelines.generate import Job, generate, read_prompts_file
+        from videoforge.pipelines.sizes import parse_size
+
+        model_dir = args.model_dir or bundled_model_dir()
+        if model_dir is None:
+            raise CLIError("no bundled model in this build: pass --model-dir DIR (a model folder, a diffusers folder or the release's ckpts/)")
+        try:
+            height, width = parse_size(args.size) if args.size else (None, None)
+            base = Job(prompt=args.prompt or "", negative_prompt=args.negative_prompt, height=height, width=width,
+                       num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                       cfg_scale=args.cfg_scale, flow_shift=args.flow_shift, seed=args.seed)
+            jobs = read_prompts_file(args.prompts_file, base) if args.prompts_file else [base]
+            many = bool(args.prompts_file)
+            paths = generate(model_dir, jobs, args.out or ("out" if many else "out/video.mp4"), many=many,
+                             device=args.device, dtype=args.dtype, offload=args.offload, attention=args.attention,
+                             vae_tiling=not args.no_vae_tiling, png_frames=args.png_frames, gif=args.gif,
+                             round_guidance_bf16=args.round_guidance_bf16, progress=not args.quiet)
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+        for path in paths:
+            print(path)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def add_rewriter_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The prompt-rewriter flags, shared by `rewrite` and `generate --rewrite` (there with prefix "rewrite-")."""
+    g = p.add_argument_group("prompt rewriter")
+    g.add_argument(f"--{prefix}mode", choices=["normal", "master"], default="normal",
+                   help="normal: faithful and concise; master: richer cinematography (default: %(default)s)")
+    g.add_argument(f"--{prefix}backend", choices=["local", "openai"],
+                   help="local transformers chat model, or an OpenAI-compatible endpoint (default: openai when --base-url is given, else local)")
+    g.add_argument(f"--{prefix}model", help="local chat-model folder, or the model name the endpoint serves")
+    g.add_argument(f"--{prefix}base-url", help="endpoint including the version path, e.g. http://localhost:8000/v1 (implies --backend openai)")
+    g.add_argument(f"--{prefix}api-key-env", metavar="VAR", help="environment variable holding the API key (the key itself is never logged)")
+    g.add_argument(f"--{prefix}lora", metavar="DIR", help="LoRA adapter folder from `videoforge rewrite-tune` (local backend)")
+    g.add_argument(f"--{prefix}timeout", type=float, default=60.0, help="seconds per request; 2 retries (default: %(default)s)")
+
+
+def rewriter_options(args: argparse.Namespace, prefix: str = "") -> dict:
+    """The keyword arguments of `videoforge.rewrite.rewrite_prompt(s)` from `add_rewriter_arguments` flags."""
+    get = lambda name: getattr(args, (prefix + name).replace("-", "_"))  # noqa: E731
+    return {"mode": get("mode"), "backend": get("backend"), "model": get("model"), "base_url": get("base-url"),
+            "api_key_env": get("api-key-env"), "lora": get("lora"), "timeout": get("timeout")}
+
+
+def _add_rewrite(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rewrite", help="rewrite prompts into the detailed English form the video model was trained on",
+        description="Rewrite a prompt (any language) with an LLM, check that the rewrite kept its colours, numbers, "
+        "negations, main nouns and meaning, revise once, else keep the original. Prints only the final prompt(s) "
+        "on stdout, one per line; details go to stderr. Rewrites are cached by (prompt, mode, model) in "
+        "~/.cache/videoforge/rewrites.json (env VIDEOFORGE_REWRITE_CACHE: another file, or 'off').",
+    )
+    p.add_argument("prompt", nargs="?", help="the prompt to rewrite")
+    p.add_argument("--prompts-file", metavar="F", help="rewrite every non-empty line of F instead")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum semantic similarity (default: %(default)s)")
+    add_rewriter_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from videoforge.llm import LLMClientError
+        from videoforge.rewrite import LocalModelError, rewrite_prompts
+
+        if (args.prompt is None) == (args.prompts_file is None):
+            raise CLIError("give either a prompt or --prompts-file")
+        if args.prompts_file:
+            try:
+                prompts = [ln for ln in Path(args.prompts_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+            except OSError as e:
+                raise CLIError(f"cannot read {args.prompts_file}: {e.strerror}") from None
+        else:
+            prompts = [args.prompt]
+        try:
+            results = rewrite_prompts(prompts, threshold=args.threshold, **rewriter_options(args))
+        except (LLMClientError, LocalModelError, ValueError) as e:
+            raise CLIError(str(e)) from None
+        for r in results:
+            note = f"kept the original ({r.reason})" if r.kept_original else (
+                f"similarity {r.similarity:.2f}" if r.similarity is not None else "accepted")
+            print(f"rewrite [{r.mode}, {r.model}]: {note}", file=sys.stderr)
+            print(r.prompt)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_rewrite_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rewrite-tune", help="LoRA fine-tuning of a local rewriter model on prompt pairs",
+        description='Train a LoRA adapter for a local chat model on JSONL lines {"original": ..., "rewritten": ...}. '
+        "The output folder works with `videoforge rewrite --lora DIR`.",
+    )
+    p.add_argument("pairs", metavar="PAIRS.jsonl")
+    p.add_argument("--model", required=True, help="local chat-model folder to adapt")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the adapter")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="pairs per step (default: %(default)s)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
+    p.add_argument("--mode", choices=["normal", "master"], default="normal", help="the instructions the pairs follow")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+
+    def run(args: argparse.Namespace) -> int:
+        from videoforge.rewrite import LocalModelError
+        from videoforge.rewrite.tune import TuneConfig, tune_rewriter
+
+        config = TuneConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, rank=args.rank,
+                            alpha=2 * args.rank, mode=args.mode)
+        try:
+            losses = tune_rewriter(args.pairs, args.model, args.out, config, device=args.device)
+        except FileNotFoundError as e:
+            raise CLIError(f"cannot read {e.filename}") from None
+        except (LocalModelError, ValueError) as e:
+            raise CLIError(str(e)) from None
+        k = max(1, len(losses) // 10)
+        print(f"loss {sum(losses[:k]) / k:.4f} -> {sum(losses[-k:]) / k:.4f} over {len(losses)} steps; "
+              f"adapter in {args.out}", file=sys.stderr)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # Subcommands, in the order `--help` lists them. Each area adds its `_add_*` function here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
+    _add_generate,
+    _add_rewrite,
+    _add_rewrite_tune,
 ]
 
 

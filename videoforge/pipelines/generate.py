@@ -1,0 +1,204 @@
+"""`videoforge generate`: run the text-to-video pipeline for one prompt or a prompts file and
+write each result as an mp4 plus a JSON sidecar with everything needed to reproduce it."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from videoforge.pipelines.text_to_video import TextToVideoPipeline
+from videoforge.pipelines.video_io import write_gif, write_mp4, write_png_frames
+
+# Per-prompt settings: pipeline argument names, plus the CLI's short names as aliases.
+JOB_FIELDS = ("prompt", "negative_prompt", "height", "width", "num_frames", "num_inference_steps",
+              "guidance_scale", "cfg_scale", "flow_shift", "seed")
+ALIASES = {"steps": "num_inference_steps", "frames": "num_frames", "guidance": "guidance_scale", "shift": "flow_shift"}
+
+
+@dataclass
+class Job:
+    """One video to generate; `None` fields take the model folder's defaults."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    cfg_scale: float = 1.0
+    flow_shift: float | None = None
+    seed: int | None = None
+
+    def merged(self, overrides: dict[str, Any]) -> "Job":
+        """This job with per-prompt overrides (a prompts-file line) applied; unknown keys are an error."""
+        values = asdict(self)
+        for key, value in overrides.items():
+            key = ALIASES.get(key, key)
+            if key == "size":
+                from videoforge.pipelines.sizes import parse_size
+
+                values["height"], values["width"] = parse_size(str(value))
+            elif key in JOB_FIELDS:
+                values[key] = value
+            else:
+                raise ValueError(f"unknown setting {key!r}; known: {', '.join(JOB_FIELDS + tuple(ALIASES) + ('size',))}")
+        return Job(**values)
+
+
+def read_prompts_file(path: str | Path, base: Job) -> list[Job]:
+    """One prompt per line, or JSON objects (one per line) with "prompt" and per-prompt overrides.
+    Blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {path} does not exist")
+    jobs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON: {e}") from e
+            if not isinstance(entry.get("prompt"), str) or not entry["prompt"].strip():
+                raise ValueError(f"{path}:{n}: a JSON line needs a non-empty \"prompt\" string")
+            try:
+                jobs.append(base.merged(entry))
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: {e}") from e
+        else:
+            jobs.append(base.merged({"prompt": line}))
+    if not jobs:
+        raise ValueError(f"prompts file {path} has no prompts")
+    return jobs
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "video"
+
+
+def run_job(
+    pipe: TextToVideoPipeline,
+    job: Job,
+    out: Path,
+    settings: dict[str, Any],
+    png_frames: bool = False,
+    gif: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate one video to `out` (.mp4) with its sidecar `out.with_suffix('.json')`."""
+    d = pipe.defaults
+    seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**31)
+    # Resolve every default here so that the sidecar records the values actually used.
+    params = {
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "height": _or(job.height, d.height),
+        "width": _or(job.width, d.width),
+        "num_frames": _or(job.num_frames, d.num_frames),
+        "num_inference_steps": _or(job.num_inference_steps, d.num_inference_steps),
+        "guidance_scale": _or(job.guidance_scale, d.guidance_scale),
+        "cfg_scale": job.cfg_scale,
+        "flow_shift": _or(job.flow_shift, d.flow_shift),
+        "seed": seed,
+    }
+    if params["cfg_scale"] > 1.0 and params["negative_prompt"] is None:
+        params["negative_prompt"] = d.negative_prompt
+    bar = tqdm(total=params["num_inference_steps"], desc="denoising", unit="step", disable=not progress)
+    start = time.perf_counter()
+    try:
+        video = pipe(**params, callback=lambda _: bar.update(1), round_guidance_bf16=settings.get("round_guidance_bf16", False))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    path = write_mp4(video.frames, out, fps=video.fps)
+    if png_frames:
+        write_png_frames(video.frames, out.with_suffix(""))
+    if gif:
+        write_gif(video.frames, out.with_suffix(".gif"), fps=video.fps)
+    sidecar = {
+        **params,
+        "fps": video.fps,
+        **settings,
+        "model_files": d.file_hashes,
+        "video": path.name,
+        "seconds": round(elapsed, 3),
+        "videoforge_version": _version(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videoforge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def generate(
+    model_dir: str | Path,
+    jobs: list[Job],
+    out: str | Path,
+    many: bool,
+    device: str | None = None,
+    dtype: str | None = None,
+    offload: str = "none",
+    attention: str = "sdpa",
+    vae_tiling: bool = True,
+    png_frames: bool = False,
+    gif: bool = False,
+    round_guidance_bf16: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Load the model once and run every job. `many=True` treats `out` as a folder and writes
+    numbered files (000_<prompt>.mp4 + .json, ...); else `out` is the mp4 path of the one job."""
+    device = device or default_device()
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    if not many and out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out must be an .mp4 path for a single prompt, got {out}")
+    if many and out.suffix:
+        raise ValueError(f"with --prompts-file, --out is a folder for the numbered videos, got {out}")
+    pipe = TextToVideoPipeline.from_pretrained(
+        model_dir, dtype=DTYPES[dtype], device=device, offload=offload, attention=attention, vae_tiling=vae_tiling
+    )
+    settings = {
+        "model_dir": str(Path(model_dir).resolve()),
+        "device": device,
+        "dtype": dtype,
+        "offload": offload,
+        "attention": attention,
+        "vae_tiling": vae_tiling,
+        "round_guidance_bf16": round_guidance_bf16,
+    }
+    paths = []
+    for i, job in enumerate(jobs):
+        target = out / f"{i:03d}_{_slug(job.prompt)}.mp4" if many else out
+        paths.append(run_job(pipe, job, target, settings, png_frames=png_frames, gif=gif, progress=progress))
+    return paths

@@ -1,0 +1,259 @@
+"""Text-to-video: encode the prompt -> seeded noise -> Euler sampling of the flow -> VAE decode.
+
+    pipe = TextToVideoPipeline.from_pretrained("ckpts", dtype=torch.bfloat16, device="cuda")
+    video = pipe("a cat walks on the grass", seed=42)      # VideoOutput(frames [T, H, W, 3], fps)
+
+Every `None` argument takes the model folder's default (`videoforge.json`, else the release's:
+720x1280, 129 frames, 50 steps, shift 7.0, embedded guidance 6.0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from videoforge.diffusion.guidance import classifier_free_guidance, embedded_guidance
+from videoforge.diffusion.samplers import sample_euler
+from videoforge.diffusion.schedules import flow_sigmas
+from videoforge.models.text_encoders import TextEmbeddings, TextEncoderSet
+from videoforge.pipelines.model_folder import GenerationDefaults, dit_path, read_meta, vae_path
+from videoforge.pipelines.sizes import check_size
+from videoforge.pipelines.video_io import to_uint8_frames
+
+OFFLOAD_MODES = ("none", "model")
+
+
+@dataclass
+class VideoOutput:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: float
+
+
+def dit_model_fn(dit: nn.Module) -> Callable[..., torch.Tensor]:
+    """The DiT as a sampler model function: (x, sigma[B], text..., guidance) -> velocity.
+
+    The model sees its own dtype and time 1000*sigma; the sampler keeps the state in float32."""
+    dtype = next(dit.parameters()).dtype
+
+    def velocity(
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_pooled: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return dit(x.to(dtype), sigma * 1000.0, text_states, text_mask, text_pooled, guidance)
+
+    return velocity
+
+
+class TextToVideoPipeline:
+    def __init__(
+        self,
+        dit: nn.Module,
+        vae: nn.Module,
+        text_encoders: TextEncoderSet | None = None,
+        defaults: GenerationDefaults | None = None,
+        device: torch.device | str | None = None,
+        offload: str = "none",
+        vae_tiling: bool = True,
+    ):
+        """`offload="model"`: components stay on the CPU and visit `device` only while they run
+        (text encoders, then the DiT, then the VAE), for GPUs that cannot hold all of them.
+        `vae_tiling`: decode in overlapping tiles, which only engages above the tile size
+        (256 px, 64 frames), as the release does by default."""
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+        self.dit, self.vae, self.text_encoders = dit, vae, text_encoders
+        self.defaults = defaults or GenerationDefaults()
+        self.device = torch.device(device) if device is not None else next(dit.parameters()).device
+        self.offload = offload
+        if vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        home = torch.device("cpu") if offload == "model" else self.device
+        for module in (dit, vae, text_encoders):
+            if module is not None:
+                module.to(home)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        offload: str = "none",
+        attention: str | None = None,
+        load_text_encoders: bool = True,
+        vae_tiling: bool = True,
+    ) -> "TextToVideoPipeline":
+        """Load a model folder (ours, diffusers' or the release's `ckpts/`) in `dtype`.
+
+        `attention`: "sdpa" or "flash" (flash-attn, when installed) for every attention module."""
+        from videoforge.models import load_dit, load_vae
+        from videoforge.models.attention import set_attention_backend
+        from videoforge.models.text_encoders import load_text_encoders as load_encoders
+
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model folder {model_dir} does not exist")
+        if attention is not None:
+            set_attention_backend(attention)
+        load_device = "cpu" if offload == "model" else device
+        dit = load_dit(dit_path(model_dir), device=load_device, dtype=dtype).eval()
+        vae = load_vae(vae_path(model_dir), device=load_device, dtype=dtype).eval()
+        encoders = load_encoders(model_dir, dtype=dtype, device=load_device) if load_text_encoders else None
+        defaults = GenerationDefaults.from_meta(read_meta(model_dir))
+        return cls(dit, vae, encoders, defaults, device=device, offload=offload, vae_tiling=vae_tiling)
+
+    @contextlib.contextmanager
+    def _using(self, module: nn.Module) -> Iterator[None]:
+        """Run `module` on the execution device; with model offload, send it back afterwards."""
+        if self.offload != "model":
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def encode_prompt(self, prompts: list[str], single_frame: bool = False) -> TextEmbeddings:
+        if self.text_encoders is None:
+            raise ValueError("this pipeline has no text encoders: pass prompt_embeds, prompt_attention_mask and pooled_prompt_embeds")
+        with self._using(self.text_encoders):
+            return self.text_encoders.encode(prompts, single_frame=single_frame)
+
+    def latent_shape(self, batch: int, height: int, width: int, num_frames: int) -> tuple[int, ...]:
+        vc = self.vae.config
+        t, s = vc.time_compression_ratio, vc.spatial_compression_ratio
+        return (batch, self.dit.config.in_channels, (num_frames - 1) // t + 1, height // s, width // s)
+
+    def _text(
+        self,
+        prompts: list[str] | None,
+        embeds: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        pooled: torch.Tensor | None,
+        single_frame: bool,
+        what: str,
+    ) -> TextEmbeddings:
+        if embeds is not None:
+            if mask is None or pooled is None:
+                raise ValueError(f"{what}_embeds needs {what}_attention_mask and pooled_{what}_embeds too")
+            return TextEmbeddings(embeds, mask, pooled)
+        if prompts is None:
+            raise ValueError(f"give either {what} or {what}_embeds")
+        return self.encode_prompt(prompts, single_frame=single_frame)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        cfg_scale: float = 1.0,
+        flow_shift: float | None = None,
+        seed: int | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "video",
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        round_guidance_bf16: bool = False,
+    ) -> VideoOutput | list[VideoOutput] | torch.Tensor:
+        """Generate one video per prompt (or per row of `prompt_embeds`).
+
+        Returns a `VideoOutput` for a single string prompt, a list of them otherwise; with
+        `output_type="latent"` the sampled latents [B, C, T, H/8, W/8] (float32) as the DiT sees
+        them, before the division by the VAE's scaling factor and decoding.
+        `seed` seeds a CPU generator that draws the float32 initial noise (same noise on any
+        device); `latents` replaces that noise. `callback` gets a dict per step
+        (i, x, sigma, sigma_next, velocity). `round_guidance_bf16` reproduces the release's
+        bf16-rounded guidance input (6.0 -> 6016).
+        """
+        d = self.defaults
+        height = d.height if height is None else height
+        width = d.width if width is None else width
+        num_frames = d.num_frames if num_frames is None else num_frames
+        steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        flow_shift = d.flow_shift if flow_shift is None else flow_shift
+        if output_type not in ("video", "latent"):
+            raise ValueError(f"output_type must be 'video' or 'latent', got {output_type!r}")
+        check_size(height, width, num_frames)
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else prompt
+        single_frame = num_frames == 1
+
+        # 1. Text.
+        text = self._text(prompts, prompt_embeds, prompt_attention_mask, pooled_prompt_embeds, single_frame, "prompt")
+        batch = text.states.shape[0]
+        dtype = next(self.dit.parameters()).dtype
+        text = text.to(self.device, dtype)
+        uncond = None
+        if cfg_scale > 1.0:
+            if negative_prompt_embeds is None and negative_prompt is None:
+                negative_prompt = d.negative_prompt
+            negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else negative_prompt
+            if negatives is not None and len(negatives) != batch:
+                raise ValueError(f"got {len(negatives)} negative prompts for {batch} prompts")
+            uncond = self._text(
+                negatives, negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds,
+                single_frame, "negative_prompt",
+            ).to(self.device, dtype)
+
+        # 2. Initial noise: float32 from a seeded CPU generator, so a seed means the same video everywhere.
+        shape = self.latent_shape(batch, height, width, num_frames)
+        if latents is None:
+            if seed is None:
+                seed = random.SystemRandom().randrange(2**31)
+            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape} for {batch}x{num_frames}x{height}x{width}, got {tuple(latents.shape)}")
+        latents = latents.to(self.device, torch.float32)
+
+        # 3. Sample.
+        cond: dict[str, Any] = {"text_states": text.states, "text_mask": text.mask, "text_pooled": text.pooled}
+        if getattr(self.dit.config, "guidance_embed", True):
+            cond["guidance"] = embedded_guidance(guidance_scale, batch, self.device, round_bf16=round_guidance_bf16)
+        model_fn = dit_model_fn(self.dit)
+        if uncond is not None:
+            negative = {"text_states": uncond.states, "text_mask": uncond.mask, "text_pooled": uncond.pooled}
+            if "guidance" in cond:
+                negative["guidance"] = cond["guidance"]
+            model_fn = classifier_free_guidance(model_fn, cfg_scale, negative)
+        with self._using(self.dit):
+            latents = sample_euler(model_fn, latents, flow_sigmas(steps, flow_shift), extra_args=cond, callback=callback)
+        if output_type == "latent":
+            return latents
+
+        # 4. Decode.
+        videos = self.decode(latents)
+        fps = float(d.fps)
+        outputs = [VideoOutput(to_uint8_frames(v), fps) for v in videos]
+        return outputs[0] if single else outputs
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled final latents -> video [B, 3, F, H, W] in about [-1, 1] (float32, on the CPU)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        with self._using(self.vae):
+            z = (latents / self.vae.config.scaling_factor).to(self.device, vae_dtype)
+            return self.vae.decode(z).float().cpu()

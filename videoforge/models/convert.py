@@ -13,6 +13,7 @@ Everything here is pure: state dicts and config dicts in, state dicts and config
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -334,11 +335,19 @@ def _matching_preset(kind: str, fields: dict[str, Any]) -> Any:
     return None
 
 
+def default_rope_dims(head_dim: int) -> tuple[int, int, int]:
+    """The release's RoPE split scaled to `head_dim`: h = w = the largest even number <= 7/16 of it,
+    t = the rest. (16, 56, 56) for the release's 128, (4, 6, 6) for 16."""
+    hw = (7 * head_dim // 16) // 2 * 2
+    return (head_dim - 2 * hw, hw, hw)
+
+
 def infer_dit_config(state_dict: Mapping[str, torch.Tensor]) -> DiTConfig:
     """Read a DiTConfig off an official-layout state dict.
 
     Shapes fix widths, depths, channels, text dims, biases, guidance and (through the qk-norm weight)
-    the head count. They do not fix rope_dim_list, rope_theta, the activation, or T2V vs
+    the head count. They do not fix rope_dim_list (a matching preset's, else `default_rope_dims`,
+    with a warning when that is not the release's), rope_theta, the activation, or T2V vs
     token_replace I2V (identical weights: the T2V preset wins; pass config="hunyuan-i2v-720p").
     """
     sd = state_dict
@@ -372,12 +381,18 @@ def infer_dit_config(state_dict: Mapping[str, torch.Tensor]) -> DiTConfig:
     found = _matching_preset("dit", fields)
     if found is not None:
         return found
-    rope = DiTConfig.rope_dim_list
-    if "heads_num" not in fields or hidden // fields["heads_num"] != sum(rope):
+    if "heads_num" not in fields:
         raise ValueError(
-            "cannot infer the head count and rope_dim_list from this checkpoint (no qk-norm weights, or a "
-            f"head dim other than the release's {sum(rope)}, and no preset matches its shapes); "
-            "pass config= (a DiTConfig or preset name)"
+            "cannot infer the head count from this checkpoint (it has no qk-norm weights) and no preset matches "
+            "its shapes; pass config= (a DiTConfig or preset name)"
+        )
+    head_dim = hidden // fields["heads_num"]
+    rope = default_rope_dims(head_dim)
+    if rope != DiTConfig.rope_dim_list:
+        warnings.warn(
+            f"rope_dim_list is not stored in a checkpoint; assuming {rope} for head dim {head_dim} (the release's "
+            "proportions). Pass config= if the model was trained with another split.",
+            stacklevel=3,
         )
     latent_concat = in_channels == 2 * fields["out_channels"] + 1  # noisy | image latent | mask
     return DiTConfig(**fields, rope_dim_list=rope, i2v_condition_type="latent_concat" if latent_concat else None)

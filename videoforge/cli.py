@@ -193,12 +193,61 @@ def _add_rewrite_tune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert DiT/VAE checkpoints between the release's, diffusers' and our layouts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Convert the DiT and/or VAE found at SRC into another layout under DST.
+
+SRC may be any layout load_dit/load_vae read:
+  official       the release's files: transformers/mp_rank_00_model_states.pt (weights under
+                 "module"/"ema" or bare; or .safetensors), its *_fp8.pt + *_fp8_map.pt (dequantised),
+                 vae/pytorch_model.pt + config.json; the release's hunyuan-video-*-720p/ or ckpts/ folder;
+                 or our official-layout folder (transformer.safetensors / vae.safetensors + config.json)
+  diffusers      config.json (HunyuanVideoTransformer3DModel / AutoencoderKLHunyuanVideo) +
+                 diffusion_pytorch_model*.safetensors (sharded with its .index.json); or a pipeline
+                 folder with transformer/ and vae/
+  model folder   ours (SCHEMA.md): videoforge.json, transformer/, vae/ (diffusers layout)
+
+--to:
+  diffusers      config.json + diffusion_pytorch_model.safetensors (shards above 10 GiB), loadable by
+                 diffusers' from_pretrained
+  official       the release's key names as transformer.safetensors / vae.safetensors + our config.json
+  model-folder   DST/transformer/ and DST/vae/ in diffusers layout, the text encoder folders found in SRC,
+                 and DST/videoforge.json (SRC's, if any) with the weight files' sha256 hashes
+When SRC holds both models, diffusers/official write DST/transformer/ and DST/vae/.""",
+    )
+    p.add_argument("src", metavar="SRC", help="checkpoint file or folder")
+    p.add_argument("dst", metavar="DST", help="output folder")
+    p.add_argument("--to", required=True, choices=["diffusers", "official", "model-folder"], help="target layout")
+    p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
+                   help="cast the weights (default: keep the stored dtypes; FP8 weights become bfloat16)")
+
+    def run(args: argparse.Namespace) -> int:
+        import torch
+
+        from videoforge.models.checkpoints import CheckpointError, convert_checkpoint
+
+        dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+        try:
+            written = convert_checkpoint(args.src, args.dst, args.to, dtype=dtype)
+        except (CheckpointError, ValueError, OSError) as e:
+            raise CLIError(str(e)) from None
+        for path in written:
+            print(path)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # Subcommands, in the order `--help` lists them. Each area adds its `_add_*` function here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_generate,
     _add_rewrite,
     _add_rewrite_tune,
+    _add_convert,
 ]
 
 

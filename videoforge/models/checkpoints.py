@@ -17,7 +17,9 @@ held twice in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
 
 from videoforge.config import DiTConfig, VAEConfig, preset
 from videoforge.models import convert
@@ -405,3 +408,80 @@ def save_dit(model: nn.Module, folder: str | Path, layout: str = "diffusers", ma
 def save_vae(model: nn.Module, folder: str | Path, layout: str = "diffusers", max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
     """As `save_dit`, for the VAE (`AutoencoderKLHunyuanVideo`; official: `vae.safetensors`)."""
     return _save(VAE, model, folder, layout, max_shard_bytes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Converting between layouts (`videoforge convert`)
+
+CONVERT_TARGETS = ("diffusers", "official", "model-folder")
+TEXT_ENCODER_FOLDERS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+_KIND_KEY_PREFIXES = {
+    "DiT": ("img_in.", "double_blocks.", "x_embedder.", "transformer_blocks."),
+    "VAE": ("encoder.", "decoder.", "vae.encoder.", "vae.decoder."),
+}
+
+
+def _holds(path: Path, kind: _Kind) -> bool:
+    """Whether `path` resolves to a checkpoint of `kind` (a bare weights file is judged by its keys)."""
+    try:
+        source = _resolve(path, kind)
+    except CheckpointError:
+        return False
+    if source.config is not None:
+        return True
+    obj = _read_file(source.files[0])
+    obj = _unwrap_dit(obj) if kind is DIT else _unwrap_vae(obj)
+    return isinstance(obj, dict) and any(str(k).startswith(_KIND_KEY_PREFIXES[kind.name]) for k in obj)
+
+
+def sha256_file(path: Path, chunk_bytes: int = 2**24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.dtype | None = None) -> list[Path]:
+    """Convert the DiT and/or VAE found at `src` into layout `to` under `dst`; returns the files written.
+
+    - "diffusers": `config.json` + `diffusion_pytorch_model*.safetensors` (in `dst`, or in
+      `dst/transformer` and `dst/vae` when `src` holds both);
+    - "official": the release's keys as `transformer.safetensors` / `vae.safetensors` + our config.json
+      (same folder rule);
+    - "model-folder": `dst/transformer/`, `dst/vae/` (diffusers layout), the text encoder folders found
+      in `src`, and `dst/videoforge.json` (`src`'s own, if any, with the weight files' sha256 hashes).
+    `dtype=None` keeps the stored dtypes (FP8 weights become bfloat16).
+    """
+    if to not in CONVERT_TARGETS:
+        raise ValueError(f"--to must be one of {', '.join(CONVERT_TARGETS)}, got {to!r}")
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise CheckpointError(f"no such file or folder: {src}")
+    kinds = [kind for kind in (DIT, VAE) if _holds(src, kind)]
+    if not kinds:
+        raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
+    written: list[Path] = []
+    for kind in tqdm(kinds, desc="converting", unit="model", disable=len(kinds) == 1):
+        model = load_dit(src, dtype=dtype) if kind is DIT else load_vae(src, dtype=dtype)
+        folder = dst / kind.subfolder if to == "model-folder" or len(kinds) > 1 else dst
+        layout = "official" if to == "official" else "diffusers"
+        written += save_dit(model, folder, layout) if kind is DIT else save_vae(model, folder, layout)
+        del model
+    if to == "model-folder":
+        written += _finish_model_folder(src, dst, written)
+    return written
+
+
+def _finish_model_folder(src: Path, dst: Path, weights: list[Path]) -> list[Path]:
+    written = []
+    if src.is_dir():
+        for name in TEXT_ENCODER_FOLDERS:
+            if (src / name).is_dir() and not (dst / name).exists():
+                shutil.copytree(src / name, dst / name)
+                written.append(dst / name)
+    meta = _read_json(src / "videoforge.json") if src.is_dir() and (src / "videoforge.json").is_file() else {}
+    files = [p for p in weights if p.suffix == ".safetensors"]
+    meta["hashes"] = {p.relative_to(dst).as_posix(): "sha256:" + sha256_file(p) for p in tqdm(files, desc="hashing", unit="file")}
+    (dst / "videoforge.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return written + [dst / "videoforge.json"]

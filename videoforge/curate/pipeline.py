@@ -1,0 +1,114 @@
+"""One input through every per-input stage: probe + decode once, split into shots, score and
+filter each clip on the shared frames, write the kept clips. Rows come back for the manifest."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from videoforge.curate.config import CurateConfig
+from videoforge.curate.stage import Clip, Stage, run_stage
+from videoforge.curate.stages.blur import BlurStage, StartFrameStage
+from videoforge.curate.stages.borders import BorderStage
+from videoforge.curate.stages.embed import EmbedStage
+from videoforge.curate.stages.motion import MotionStage
+from videoforge.curate.stages.ocr import OCRStage
+from videoforge.curate.stages.people import PeopleStage
+from videoforge.curate.stages.probe import ProbeStage
+from videoforge.curate.stages.quality import QualityStage
+from videoforge.curate.stages.shots import ShotStage, split_into_clips
+from videoforge.curate.stages.watermark import WatermarkStage
+from videoforge.curate.video_io import ClipSpec, decode_image, kind_of, write_clips, write_image
+
+CLIPS_DIR = "clips"
+IMAGES_DIR = "images"
+
+
+def build_clip_stages(cfg: CurateConfig) -> list[Stage]:
+    """The per-clip stages in order (border first: every later score sees the cropped picture)."""
+    return [
+        BorderStage(cfg.borders), StartFrameStage(cfg.start_frame), BlurStage(cfg.blur),
+        MotionStage(cfg.motion), OCRStage(cfg.ocr), QualityStage(cfg.quality),
+        WatermarkStage(cfg.watermark), PeopleStage(cfg.people), EmbedStage(cfg.embed),
+    ]
+
+
+class InputProcessor:
+    """Holds the stages of one worker (models loaded once in `setup`) and processes inputs."""
+
+    def __init__(self, cfg: CurateConfig) -> None:
+        self.cfg = cfg
+        self.probe = ProbeStage(cfg.probe)
+        self.shots = ShotStage(cfg.shots)
+        self.clip_stages = build_clip_stages(cfg)
+        self.stage_names = [self.probe.name, self.shots.name] + [s.name for s in self.clip_stages] + ["write"]
+
+    def setup(self) -> None:
+        for stage in [self.probe, self.shots, *self.clip_stages]:
+            stage.setup()
+
+    def analyse(self, source: str) -> tuple[list[Clip], Counter]:
+        """Decode once and run every stage; returns the clips and how many each stage saw."""
+        counts: Counter = Counter()
+        whole = run_stage(self.probe, Clip(source=source, kind=kind_of(source)))
+        counts["probe"] += 1
+        if not whole.alive:
+            whole.frames = None
+            return [whole], counts
+        whole = run_stage(self.shots, whole)
+        counts["shot"] += 1
+        clips = split_into_clips(whole, self.cfg.shots) if whole.alive else [whole]
+        for stage in self.clip_stages:
+            for clip in clips:
+                if clip.frames is not None:
+                    run_stage(stage, clip)
+                    counts[stage.name] += 1
+        return clips, counts
+
+    def process(self, source: str, out_dir: Path) -> tuple[list[dict[str, Any]], Counter]:
+        """Analyse one input, write its kept clips under `out_dir`, return its manifest rows."""
+        clips, counts = self.analyse(source)
+        keep = [c for c in clips if c.alive]
+        try:
+            if keep and keep[0].kind == "image":
+                path = Path(IMAGES_DIR) / f"{keep[0].clip_id}{self.cfg.write.image_ext}"
+                (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+                write_image(decode_image(source), keep[0].crop, out_dir / path)
+                keep[0].path = path.as_posix()
+            elif keep:
+                (out_dir / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
+                specs = []
+                for c in keep:
+                    c.path = (Path(CLIPS_DIR) / f"{c.clip_id}.mp4").as_posix()
+                    w, h = c.out_size
+                    crop = c.crop or [0, 0, w, h]
+                    specs.append(ClipSpec(c.start_frame_sharpest, c.end_frame, crop, out_dir / c.path))
+                write_clips(source, specs, self.cfg.write.crf, self.cfg.write.preset)
+            counts["write"] += len(keep)
+        except Exception as e:  # noqa: BLE001 - recorded on the clips, the run goes on
+            for c in keep:
+                c.path = None
+                c.fail("write", "probe", f"write failed: {type(e).__name__}: {e}")
+        return [clip_row(c) for c in clips], counts
+
+
+def clip_row(c: Clip) -> dict[str, Any]:
+    """A manifest row (plus the worker-only `embedding` and `thumbnail`) for one clip."""
+    w, h = c.out_size
+    video = c.kind == "video"
+    start = c.start_frame_sharpest if c.start_frame_sharpest is not None else c.start_frame
+    return {
+        "clip_id": c.clip_id, "kind": c.kind, "source": c.source,
+        "start_frame": c.start_frame, "end_frame": c.end_frame,
+        "start_time": (c.start_frame / c.fps if c.fps else None) if video else 0.0,
+        "end_time": ((c.end_frame + 1) / c.fps if c.fps else None) if video else 0.0,
+        "fps": c.fps if video else None,
+        "width": w if c.source_width else None, "height": h if c.source_height else None,
+        "num_frames": (c.end_frame - start + 1 if c.fps else None) if video else 1,
+        "status": c.status, "drop_stage": c.drop_stage, "drop_reason": c.drop_reason,
+        "crop": c.crop, "scores": dict(c.scores), "num_people": c.num_people,
+        "start_frame_sharpest": c.start_frame_sharpest, "path": c.path,
+        "embedding": None if c.embedding is None else c.embedding.tolist(),
+        "thumbnail": c.thumbnail,
+    }

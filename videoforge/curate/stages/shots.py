@@ -1,0 +1,113 @@
+"""Stage 2: shot splitting. PySceneDetect detectors run on the shared analysis frames; their cuts
+are fused (union, merged within a few frames), cuts caused by flashes are vetoed, and the shots
+become child clips: too-short ones dropped (`length`), long ones cut to `max_frames` pieces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from videoforge.curate.stage import Clip, Stage
+
+
+@dataclass
+class ShotOptions:
+    detectors: list[str] = field(default_factory=lambda: ["content", "hash"])  # content, adaptive, hash
+    content_threshold: float = 27.0  # PySceneDetect ContentDetector default
+    adaptive_threshold: float = 3.0  # Open-Sora's AdaptiveDetector setting
+    hash_threshold: float = 0.395  # PySceneDetect HashDetector default
+    min_scene_len: int = 8  # frames between two cuts of one detector
+    merge_window: int = 2  # cuts of different detectors this close are one cut
+    flash_veto: bool = True
+    flash_window: int = 4  # compare the frame before a cut with the one this many frames after it
+    flash_similarity: float = 0.9  # correlation above which a "cut" is a flash, not a new shot
+    min_frames: int = 16  # shorter shots are dropped (drop_stage `length`)
+    max_frames: int = 129  # longer shots are cut into pieces of this length (the largest tier's)
+
+
+def _detector(name: str, o: ShotOptions):
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector, HashDetector
+
+    if name == "content":
+        return ContentDetector(threshold=o.content_threshold, min_scene_len=o.min_scene_len)
+    if name == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=o.adaptive_threshold, min_scene_len=o.min_scene_len)
+    if name == "hash":
+        return HashDetector(threshold=o.hash_threshold, min_scene_len=o.min_scene_len)
+    raise ValueError(f"unknown shot detector {name!r}; expected content, adaptive or hash")
+
+
+def detect_cuts(frames: np.ndarray, fps: float, o: ShotOptions) -> list[int]:
+    """Frame indices where a new shot starts (0 excluded), fused over `o.detectors`."""
+    from scenedetect import FrameTimecode
+
+    found: list[int] = []
+    for name in o.detectors:
+        det = _detector(name, o)
+        for i, rgb in enumerate(frames):
+            bgr = np.ascontiguousarray(rgb[..., ::-1])
+            found += [c.frame_num for c in det.process_frame(FrameTimecode(i, fps), bgr)]
+        found += [c.frame_num for c in det.post_process(FrameTimecode(len(frames) - 1, fps))]
+    cuts: list[int] = []
+    for c in sorted(set(found)):
+        if 0 < c < len(frames) and not (cuts and c - cuts[-1] <= o.merge_window):
+            cuts.append(c)
+    if o.flash_veto:
+        cuts = [c for c in cuts if not _is_flash(frames, c, o)]
+    return cuts
+
+
+def _normalised_thumb(rgb: np.ndarray) -> np.ndarray:
+    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+    g -= g.mean()
+    return g / (np.linalg.norm(g) + 1e-6)
+
+
+def _is_flash(frames: np.ndarray, cut: int, o: ShotOptions) -> bool:
+    """A flash leaves the picture as it was: the frames around it correlate after brightness
+    normalisation, while a real cut changes the content."""
+    after = cut + o.flash_window
+    if after >= len(frames):
+        return False
+    return float((_normalised_thumb(frames[cut - 1]) * _normalised_thumb(frames[after])).sum()) > o.flash_similarity
+
+
+def shot_spans(num_frames: int, cuts: list[int], o: ShotOptions) -> list[tuple[int, int]]:
+    """Inclusive (start, end) spans of the shots, long ones cut into `max_frames` pieces."""
+    bounds = [0, *cuts, num_frames]
+    spans = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        for s in range(a, b, o.max_frames):
+            spans.append((s, min(b, s + o.max_frames) - 1))
+    return spans
+
+
+class ShotStage(Stage):
+    name = "shot"
+    drop_stage = "shot"
+
+    def __init__(self, options: ShotOptions) -> None:
+        self.options = options
+
+    def process(self, clip: Clip) -> Clip:
+        clip.cuts = [] if clip.kind == "image" else detect_cuts(clip.frames, clip.fps, self.options)
+        return clip
+
+
+def split_into_clips(source_clip: Clip, o: ShotOptions) -> list[Clip]:
+    """Child clips of a whole-input record, sharing its decoded frames (views, no copies)."""
+    if source_clip.kind == "image":
+        return [source_clip]
+    children = []
+    for start, end in shot_spans(len(source_clip.frames), source_clip.cuts or [], o):
+        child = Clip(
+            source=source_clip.source, kind="video", start_frame=start, end_frame=end, fps=source_clip.fps,
+            source_width=source_clip.source_width, source_height=source_clip.source_height,
+            codec=source_clip.codec, frames=source_clip.frames[start:end + 1], scale=source_clip.scale,
+        )
+        if end - start + 1 < o.min_frames:
+            child.drop("length", f"shot of {end - start + 1} frames < min_frames {o.min_frames}")
+        children.append(child)
+    return children

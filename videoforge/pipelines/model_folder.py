@@ -1,10 +1,8 @@
-"""Reading a model folder for inference: generation defaults and where each component lives.
+"""A model folder's generation defaults (`videoforge.json`, `SCHEMA.md` "The model folder").
 
-Three layouts are accepted (`SCHEMA.md`, "The model folder"): ours (`videoforge.json`,
-`transformer/`, `vae/`, text encoders), a diffusers pipeline folder (`transformer/`, `vae/`,
-`text_encoder*/`, `tokenizer*/`), and the release's `ckpts/` folder
-(`hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt`, `.../vae/`, `text_encoder/`,
-`text_encoder_2/`).
+Folders without one (a diffusers pipeline folder, the release's `ckpts/`) get the release's
+defaults. Finding the weights in each layout is `load_dit` / `load_vae`'s and
+`load_text_encoders`' job.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ RELEASE_NEGATIVE_PROMPT = (
     "bad teeth, bad eyes, bad limbs, distortion"
 )
 META_FILE = "videoforge.json"
-RELEASE_SUBDIRS = ("hunyuan-video-t2v-720p", "hunyuan-video-i2v-720p")
 
 
 @dataclass
@@ -59,36 +56,3 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-
-
-def _release_dir(model_dir: Path) -> Path | None:
-    for name in RELEASE_SUBDIRS:
-        if (model_dir / name).is_dir():
-            return model_dir / name
-    return None
-
-
-def dit_path(model_dir: str | Path) -> Path:
-    """The transformer's weights in any of the accepted layouts (a folder or a file for `load_dit`)."""
-    model_dir = Path(model_dir)
-    if (model_dir / "transformer").is_dir():
-        return model_dir / "transformer"
-    release = _release_dir(model_dir)
-    if release is not None:
-        files = sorted((release / "transformers").glob("mp_rank_00_model_states*.pt"))
-        if files:
-            return files[0]
-    raise FileNotFoundError(
-        f"no transformer weights in {model_dir}: expected transformer/ (our or diffusers layout) or "
-        f"hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt (release layout)"
-    )
-
-
-def vae_path(model_dir: str | Path) -> Path:
-    model_dir = Path(model_dir)
-    if (model_dir / "vae").is_dir():
-        return model_dir / "vae"
-    release = _release_dir(model_dir)
-    if release is not None and (release / "vae").is_dir():
-        return release / "vae"
-    raise FileNotFoundError(f"no VAE in {model_dir}: expected vae/ or hunyuan-video-t2v-720p/vae/")

@@ -23,7 +23,7 @@ from videoforge.diffusion.guidance import classifier_free_guidance, embedded_gui
 from videoforge.diffusion.samplers import sample_euler
 from videoforge.diffusion.schedules import flow_sigmas
 from videoforge.models.text_encoders import TextEmbeddings, TextEncoderSet
-from videoforge.pipelines.model_folder import GenerationDefaults, dit_path, read_meta, vae_path
+from videoforge.pipelines.model_folder import GenerationDefaults, read_meta
 from videoforge.pipelines.sizes import check_size
 from videoforge.pipelines.video_io import to_uint8_frames
 
@@ -107,8 +107,8 @@ class TextToVideoPipeline:
         if attention is not None:
             set_attention_backend(attention)
         load_device = "cpu" if offload == "model" else device
-        dit = load_dit(dit_path(model_dir), device=load_device, dtype=dtype).eval()
-        vae = load_vae(vae_path(model_dir), device=load_device, dtype=dtype).eval()
+        dit = load_dit(model_dir, device=load_device, dtype=dtype).eval()
+        vae = load_vae(model_dir, device=load_device, dtype=dtype).eval()
         encoders = load_encoders(model_dir, dtype=dtype, device=load_device) if load_text_encoders else None
         defaults = GenerationDefaults.from_meta(read_meta(model_dir))
         return cls(dit, vae, encoders, defaults, device=device, offload=offload, vae_tiling=vae_tiling)

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from videoforge.pipelines.model_folder import GenerationDefaults, read_meta
+from videoforge.pipelines.sizes import check_size, parse_size
 from videoforge.pipelines.text_to_video import TextToVideoPipeline
 from videoforge.pipelines.video_io import write_gif, write_mp4, write_png_frames
 
@@ -44,8 +46,6 @@ class Job:
         for key, value in overrides.items():
             key = ALIASES.get(key, key)
             if key == "size":
-                from videoforge.pipelines.sizes import parse_size
-
                 values["height"], values["width"] = parse_size(str(value))
             elif key in JOB_FIELDS:
                 values[key] = value
@@ -91,19 +91,9 @@ def _slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "video"
 
 
-def run_job(
-    pipe: TextToVideoPipeline,
-    job: Job,
-    out: Path,
-    settings: dict[str, Any],
-    png_frames: bool = False,
-    gif: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Generate one video to `out` (.mp4) with its sidecar `out.with_suffix('.json')`."""
-    d = pipe.defaults
-    seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**31)
-    # Resolve every default here so that the sidecar records the values actually used.
+def resolve(job: Job, d: GenerationDefaults) -> dict[str, Any]:
+    """The pipeline arguments for `job` with every default filled in (and checked), so that the
+    sidecar records the values actually used."""
     params = {
         "prompt": job.prompt,
         "negative_prompt": job.negative_prompt,
@@ -114,10 +104,27 @@ def run_job(
         "guidance_scale": _or(job.guidance_scale, d.guidance_scale),
         "cfg_scale": job.cfg_scale,
         "flow_shift": _or(job.flow_shift, d.flow_shift),
-        "seed": seed,
+        "seed": job.seed if job.seed is not None else random.SystemRandom().randrange(2**31),
     }
     if params["cfg_scale"] > 1.0 and params["negative_prompt"] is None:
         params["negative_prompt"] = d.negative_prompt
+    if params["num_inference_steps"] < 1:
+        raise ValueError(f"steps must be >= 1, got {params['num_inference_steps']}")
+    check_size(params["height"], params["width"], params["num_frames"])
+    return params
+
+
+def run_job(
+    pipe: TextToVideoPipeline,
+    params: dict[str, Any],
+    out: Path,
+    settings: dict[str, Any],
+    png_frames: bool = False,
+    gif: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate one video (resolved `params`) to `out` (.mp4) with its sidecar `out.with_suffix('.json')`."""
+    d = pipe.defaults
     bar = tqdm(total=params["num_inference_steps"], desc="denoising", unit="step", disable=not progress)
     start = time.perf_counter()
     try:
@@ -185,6 +192,13 @@ def generate(
         raise ValueError(f"--out must be an .mp4 path for a single prompt, got {out}")
     if many and out.suffix:
         raise ValueError(f"with --prompts-file, --out is a folder for the numbered videos, got {out}")
+    # Check every job against the folder's defaults before loading anything.
+    defaults = GenerationDefaults.from_meta(read_meta(model_dir))
+    resolved = [resolve(job, defaults) for job in jobs]
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     pipe = TextToVideoPipeline.from_pretrained(
         model_dir, dtype=DTYPES[dtype], device=device, offload=offload, attention=attention, vae_tiling=vae_tiling
     )
@@ -198,7 +212,7 @@ def generate(
         "round_guidance_bf16": round_guidance_bf16,
     }
     paths = []
-    for i, job in enumerate(jobs):
-        target = out / f"{i:03d}_{_slug(job.prompt)}.mp4" if many else out
-        paths.append(run_job(pipe, job, target, settings, png_frames=png_frames, gif=gif, progress=progress))
+    for i, params in enumerate(resolved):
+        target = out / f"{i:03d}_{_slug(params['prompt'])}.mp4" if many else out
+        paths.append(run_job(pipe, params, target, settings, png_frames=png_frames, gif=gif, progress=progress))
     return paths

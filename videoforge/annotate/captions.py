@@ -121,7 +121,10 @@ def _extract_json_object(text: str) -> Any:
     last_error = "no '{' found"
     for candidate in candidates:
         start, end = candidate.find("{"), candidate.rfind("}")
-        if start < 0 or end <= start:
+        if start < 0:
+            continue
+        if end <= start:
+            last_error = "invalid JSON (the object is never closed)"
             continue
         snippet = candidate[start : end + 1]
         for attempt in (snippet, _TRAILING_COMMA.sub(r"\1", snippet)):

@@ -1,0 +1,1 @@
+"""Synthetic data: procedurally rendered scenes with exact labels (camera motion, shapes world)."""

@@ -183,19 +183,25 @@ def sample_object(rng: np.random.Generator, cfg: SceneConfig, shape: str, colour
     """Place one object so that its whole path stays inside the frame."""
     w, h, side = cfg.width, cfg.height, min(cfg.width, cfg.height)
     angle = float(rng.uniform(-cfg.max_angle, cfg.max_angle))
+    # the largest radius that fits the frame's short side, and leaves room for the travel
+    fit = (side / 2 - 1.0) / EXTENT[shape]
+    if motion in ("left", "right", "up", "down"):
+        length = w if motion in ("left", "right") else h
+        fit = min(fit, ((1 - cfg.travel[0]) * length / 2 - 1.0) / EXTENT[shape])
     if motion in ("grow", "shrink"):
         r0 = rng.uniform(*cfg.grow_radius) * side
         r1 = r0 * rng.uniform(*cfg.grow_factor)
+        r0, r1 = r0 * min(1.0, fit / r1), min(r1, fit)
         radius = (r0, r1) if motion == "grow" else (r1, r0)
     else:
-        r = rng.uniform(*cfg.radius) * side
+        r = min(rng.uniform(*cfg.radius) * side, fit)
         radius = (r, r)
     m = EXTENT[shape] * max(radius) + 1.0  # margin: centre-to-edge distance that keeps it whole
     if motion in ("left", "right", "up", "down"):
         horizontal = motion in ("left", "right")
         length = w if horizontal else h
         travel = min(rng.uniform(*cfg.travel) * length, length - 2 * m)
-        a = rng.uniform(m, length - m - travel)
+        a = m + rng.uniform(0.0, max(0.0, length - 2 * m - travel))
         along = (a, a + travel) if motion in ("right", "down") else (a + travel, a)
         across = rng.uniform(m, (h if horizontal else w) - m)
         start, end = ((along[0], across), (along[1], across)) if horizontal else ((across, along[0]), (across, along[1]))

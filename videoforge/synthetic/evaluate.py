@@ -1,0 +1,318 @@
+"""Scoring shapes-world videos with classical vision, and the `videoforge eval shapes` evaluation.
+
+The scorer knows nothing of the renderer's internals; it looks at pixels only:
+- background: the median colour of the frame's border ring;
+- objects: connected components of pixels far (RGB distance) from the background; each one's
+  colour is the median of its core pixels, named by the nearest palette colour in CIE Lab;
+- shape: the component's soft coverage (projection of each pixel onto object-minus-background
+  colour), upsampled and cut at 1/2, so the contour follows the anti-aliased edge. A star is the
+  only non-convex shape (solidity ~0.56); the others are told apart by how well they fill their
+  minimal enclosing circle, rectangle and triangle (each fills its own exactly);
+- motion: a least-squares line through the centroid track and the log-area track; translation
+  and size change are compared, each relative to its own threshold.
+
+`evaluate_model` generates a video per prompt of `eval_prompts` (held-out combinations included)
+with the text-to-video pipeline, scores them, and measures the VAE's reconstruction PSNR on fresh
+renders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, render, sample_scene
+
+FOREGROUND_DISTANCE = 40.0  # RGB distance from the background that counts as foreground
+MIN_AREA_FRACTION = 0.002  # smaller components are noise
+STAR_SOLIDITY = 0.8  # area / convex hull area below this: a star
+MIN_TRAVEL = 0.12  # centroid travel over the clip (fraction of the frame side) that counts as motion
+MIN_SCALE = math.log(1.35)  # |log area ratio| over the clip that counts as growing/shrinking
+_UPSAMPLE = 4
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8-range RGB [..., 3] -> CIE Lab (float32)."""
+    arr = np.asarray(rgb, np.float32).reshape(-1, 1, 3) / 255.0
+    return cv2.cvtColor(arr, cv2.COLOR_RGB2Lab).reshape(np.shape(rgb))
+
+
+_PALETTE_NAMES = list(COLOURS)
+_PALETTE_LAB = _lab(np.array([COLOURS[c] for c in _PALETTE_NAMES], np.float32))
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """The palette colour closest to `rgb` in CIE Lab."""
+    d = np.linalg.norm(_PALETTE_LAB - _lab(np.asarray(rgb, np.float32)), axis=1)
+    return _PALETTE_NAMES[int(np.argmin(d))]
+
+
+def background_colour(frame: np.ndarray, ring: int = 2) -> np.ndarray:
+    """Median RGB of the outer `ring` pixels of the frame."""
+    border = np.concatenate([frame[:ring].reshape(-1, 3), frame[-ring:].reshape(-1, 3),
+                             frame[:, :ring].reshape(-1, 3), frame[:, -ring:].reshape(-1, 3)])
+    return np.median(border, axis=0).astype(np.float32)
+
+
+@dataclass
+class Detection:
+    colour: str
+    shape: str
+    x: float
+    y: float
+    area: float  # pixels, from the soft coverage
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    """Shape name of a binary mask (uint8, one object)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        raise ValueError("classify_shape: empty mask")
+    contour = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(contour)
+    hull = cv2.convexHull(contour)
+    if area <= 0 or area / max(cv2.contourArea(hull), 1e-9) < STAR_SOLIDITY:
+        return "star"
+    _, r = cv2.minEnclosingCircle(contour)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
+    tri_area, _ = cv2.minEnclosingTriangle(hull.astype(np.float32))
+    fills = {"circle": area / (math.pi * r * r), "square": area / max(rw * rh, 1e-9), "triangle": area / max(tri_area, 1e-9)}
+    return max(fills, key=fills.get)
+
+
+def detect_objects(frame: np.ndarray, max_objects: int = 2) -> list[Detection]:
+    """The largest `max_objects` foreground components of one RGB frame, largest first."""
+    h, w = frame.shape[:2]
+    img = frame.astype(np.float32)
+    bg = background_colour(frame)
+    dist = np.linalg.norm(img - bg, axis=2)
+    coarse = (dist > FOREGROUND_DISTANCE).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(coarse, connectivity=8)
+    order = sorted(range(1, n), key=lambda k: -stats[k, cv2.CC_STAT_AREA])
+    found = []
+    for k in order:
+        if stats[k, cv2.CC_STAT_AREA] < MIN_AREA_FRACTION * h * w or len(found) == max_objects:
+            break
+        region = labels == k
+        core = region & (dist >= 0.8 * dist[region].max())
+        fg = np.median(img[core], axis=0)
+        # soft coverage of this object: how far each pixel is along background -> object colour
+        axis = fg - bg
+        alpha = np.clip(((img - bg) @ axis) / max(float(axis @ axis), 1e-6), 0.0, 1.0)
+        alpha *= cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # this component only
+        big = cv2.resize(alpha, (w * _UPSAMPLE, h * _UPSAMPLE), interpolation=cv2.INTER_LINEAR)
+        mask = (big > 0.5).astype(np.uint8)
+        if not mask.any():
+            continue
+        m = cv2.moments(alpha)
+        found.append(Detection(nearest_colour(fg), classify_shape(mask), m["m10"] / m["m00"], m["m01"] / m["m00"], m["m00"]))
+    return found
+
+
+def classify_motion(xs: np.ndarray, ys: np.ndarray, areas: np.ndarray, frames: np.ndarray, width: int, height: int,
+                    num_frames: int) -> str:
+    """Motion label from an object's track (centroids and areas at the given frame indices)."""
+    if len(frames) < 2:
+        return "still"
+    span = num_frames - 1
+    dx = np.polyfit(frames, xs, 1)[0] * span / width
+    dy = np.polyfit(frames, ys, 1)[0] * span / height
+    growth = np.polyfit(frames, np.log(np.maximum(areas, 1.0)), 1)[0] * span
+    travel = max(abs(dx), abs(dy)) / MIN_TRAVEL
+    scaling = abs(growth) / MIN_SCALE
+    if max(travel, scaling) < 1.0:
+        return "still"
+    if scaling > travel:
+        return "grow" if growth > 0 else "shrink"
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
+@dataclass
+class ObjectScore:
+    colour: str
+    shape: str
+    motion: str
+
+
+def score_video(frames: np.ndarray, max_objects: int = 1) -> list[ObjectScore]:
+    """Colour, shape and motion of the `max_objects` most present objects of a video [T, H, W, 3]
+    (objects are told apart by colour). Empty when nothing stands out from the background."""
+    t, h, w = frames.shape[:3]
+    per_frame = [detect_objects(f, max_objects=max_objects + 1) for f in frames]
+    presence = Counter()
+    for dets in per_frame:
+        for d in dets:
+            presence[d.colour] += d.area
+    out = []
+    for colour, _ in presence.most_common(max_objects):
+        track = [(i, max((d for d in dets if d.colour == colour), key=lambda d: d.area))
+                 for i, dets in enumerate(per_frame) if any(d.colour == colour for d in dets)]
+        idx = np.array([i for i, _ in track], np.float64)
+        shape = Counter(d.shape for _, d in track).most_common(1)[0][0]
+        xs, ys, areas = (np.array([getattr(d, a) for _, d in track]) for a in ("x", "y", "area"))
+        out.append(ObjectScore(colour, shape, classify_motion(xs, ys, areas, idx, w, h, t)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The scorer on rendered ground truth
+
+
+def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = None, crf: int | None = None) -> dict[str, float]:
+    """Per-attribute accuracy of `score_video` on single-object renders (optionally after an H.264
+    round trip at `crf`), all combinations allowed (held-out ones too)."""
+    cfg = cfg or SceneConfig()
+    hits = Counter()
+    for i in range(num_samples):
+        spec = sample_scene(np.random.default_rng([seed, i]), cfg, exclude=(), num_objects=1)
+        frames = render(spec)
+        if crf is not None:
+            from videoforge.synthetic.camera_scenes import h264_round_trip
+
+            frames = h264_round_trip(frames, 24.0, crf)
+        truth, found = spec.objects[0], score_video(frames)
+        got = found[0] if found else ObjectScore("", "", "")
+        hits["colour"] += got.colour == truth.colour
+        hits["shape"] += got.shape == truth.shape
+        hits["motion"] += got.motion == truth.motion
+        hits["all"] += (got.colour, got.shape, got.motion) == (truth.colour, truth.shape, truth.motion)
+    return {k: hits[k] / num_samples for k in ("colour", "shape", "motion", "all")}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating a model
+
+# Plain-language phrasing of the evaluation prompts (not the caption templates verbatim).
+EVAL_MOTION_PHRASES: dict[str, str] = {
+    "right": "moving to the right", "left": "moving to the left", "up": "moving upwards", "down": "moving down",
+    "grow": "growing bigger", "shrink": "shrinking", "still": "standing still",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    prompt: str
+    colour: str
+    shape: str
+    motion: str
+    held_out: bool
+
+
+def eval_prompts(num_in_distribution: int = 28) -> list[EvalPrompt]:
+    """Every held-out combination plus a fixed spread of training combinations (cycling through
+    colours, shapes and motions so each appears about equally often)."""
+    out = [EvalPrompt(f"a {c} {s} {EVAL_MOTION_PHRASES[m]}", c, s, m, True) for c, s, m in HOLDOUT]
+    colours, held, k = list(COLOURS), set(HOLDOUT), 0
+    while len(out) < len(HOLDOUT) + num_in_distribution:
+        combo = (colours[k % len(colours)], SHAPES[(k // len(colours) + k) % len(SHAPES)], MOTIONS[k % len(MOTIONS)])
+        k += 1
+        if combo not in held and all((p.colour, p.shape, p.motion) != combo for p in out):
+            out.append(EvalPrompt(f"a {combo[0]} {combo[1]} {EVAL_MOTION_PHRASES[combo[2]]}", *combo, False))
+    return out
+
+
+def vae_psnr(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> float:
+    """Mean PSNR (dB, uint8 frames) of encode -> decode (posterior mode) over fresh renders."""
+    import torch
+
+    from videoforge.pipelines.video_io import to_uint8_frames
+
+    cfg = SceneConfig(width=width, height=height, num_frames=num_frames)
+    values = []
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    for i in range(num_samples):
+        frames = render(sample_scene(np.random.default_rng([seed, 7_000_000 + i]), cfg, exclude=()))
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(x.to(device, dtype)).mode()).float().cpu()[0]
+        mse = np.mean((to_uint8_frames(rec).astype(np.float64) - frames) ** 2)
+        values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
+    return float(np.mean(values))
+
+
+@dataclass
+class EvalResult:
+    prompt: str
+    held_out: bool
+    expected: dict[str, str]
+    found: dict[str, str]
+    path: str | None = None
+
+
+def summarise(results: list[EvalResult]) -> dict[str, dict[str, float]]:
+    """Accuracy per attribute (and all three at once) over all, in-distribution and held-out prompts."""
+    table: dict[str, dict[str, float]] = {}
+    groups = {"all": results, "in_distribution": [r for r in results if not r.held_out],
+              "held_out": [r for r in results if r.held_out]}
+    for attr in ("colour", "shape", "motion", "all_three"):
+        table[attr] = {}
+        for name, rs in groups.items():
+            if not rs:
+                continue
+            ok = [all(r.found.get(a) == r.expected[a] for a in ("colour", "shape", "motion")) if attr == "all_three"
+                  else r.found.get(attr) == r.expected[attr] for r in rs]
+            table[attr][name] = float(np.mean(ok))
+    return table
+
+
+def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
+                   batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, device: str = "cpu",
+                   progress: bool = True) -> dict[str, Any]:
+    """Generate, score and summarise; writes `report.json` and the videos to `out_dir` when given."""
+    import torch
+    from tqdm import tqdm
+
+    from videoforge.pipelines.text_to_video import TextToVideoPipeline
+    from videoforge.pipelines.video_io import write_mp4
+
+    pipe = TextToVideoPipeline.from_pretrained(model_dir, device=device, vae_tiling=False)
+    d = pipe.defaults
+    prompts = eval_prompts(num_in_distribution)
+    out = Path(out_dir) if out_dir is not None else None
+    results: list[EvalResult] = []
+    chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+    for k, chunk in enumerate(tqdm(chunks, desc="eval shapes", unit="batch", disable=not progress)):
+        videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, seed=seed * 100_003 + k)
+        for j, (p, video) in enumerate(zip(chunk, videos)):
+            found = score_video(video.frames)
+            path = None
+            if out is not None:
+                path = f"videos/{k * batch_size + j:03d}.mp4"
+                write_mp4(video.frames, out / path, fps=video.fps)
+            results.append(EvalResult(p.prompt, p.held_out, {"colour": p.colour, "shape": p.shape, "motion": p.motion},
+                                      asdict(found[0]) if found else {}, path))
+    with torch.no_grad():
+        psnr = vae_psnr(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
+    report = {
+        "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
+        "steps": steps or d.num_inference_steps, "accuracy": summarise(results), "vae_psnr_db": psnr,
+        "psnr_samples": psnr_samples, "results": [asdict(r) for r in results],
+    }  # fmt: skip
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The accuracy table and PSNR as text."""
+    lines = [f"{'attribute':<10} {'all':>6} {'in-dist':>8} {'held-out':>9}"]
+    for attr, row in report["accuracy"].items():
+        cells = [f"{row[g]:.0%}" if g in row else "-" for g in ("all", "in_distribution", "held_out")]
+        lines.append(f"{attr:<10} {cells[0]:>6} {cells[1]:>8} {cells[2]:>9}")
+    n = len(report["results"])
+    lines.append(f"{n} prompts ({sum(r['held_out'] for r in report['results'])} held-out), "
+                 f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps")
+    if report["vae_psnr_db"] is not None:
+        lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
+    return "\n".join(lines)

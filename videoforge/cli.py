@@ -180,7 +180,7 @@ def _add_rewrite_tune(sub: argparse._SubParsersAction) -> None:
         config = TuneConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, rank=args.rank,
                             alpha=2 * args.rank, mode=args.mode)
         try:
-            losses = tune_rewriter(args.pairs, args.model, args.out, config, device=args.device)
+            losses = tune_rewriter(args.pairs, args.model, args.out, config, device=args.device).losses
         except FileNotFoundError as e:
             raise CLIError(f"cannot read {e.filename}") from None
         except (LocalModelError, ValueError) as e:

@@ -122,7 +122,7 @@ class OpenAICompatibleClient:
         waits = sum(self._backoff_delay(i) for i in range(self.max_retries))
         self.max_total_time = (
             float(max_total_time) if max_total_time is not None
-            else 2 * self.timeout * (self.max_retries + 1) + waits
+            else self.timeout * (self.max_retries + 1) + waits
         )
         if api_key_env and not os.environ.get(api_key_env):
             log.warning("environment variable %s is not set; sending no Authorization header", api_key_env)

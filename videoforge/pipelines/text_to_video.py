@@ -55,6 +55,23 @@ def dit_model_fn(dit: nn.Module) -> Callable[..., torch.Tensor]:
     return velocity
 
 
+def _drop_common_padding(
+    text: TextEmbeddings, uncond: TextEmbeddings | None
+) -> tuple[TextEmbeddings, TextEmbeddings | None]:
+    """Cut the text positions that are padding in every sample (both branches): padded tokens are
+    masked out of every attention and of the refiner's pooling, so they cost time and change nothing."""
+    keep = int(text.mask.sum(1).max())
+    if uncond is not None:
+        keep = max(keep, int(uncond.mask.sum(1).max()))
+
+    def cut(e: TextEmbeddings) -> TextEmbeddings:
+        if bool(e.mask[:, keep:].any()):  # left padding or holes: keep everything
+            return e
+        return TextEmbeddings(e.states[:, :keep], e.mask[:, :keep], e.pooled)
+
+    return cut(text), (cut(uncond) if uncond is not None else None)
+
+
 class TextToVideoPipeline:
     def __init__(
         self,
@@ -219,6 +236,8 @@ class TextToVideoPipeline:
                 negatives, negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds,
                 single_frame, "negative_prompt",
             ).to(self.device, dtype)
+
+        text, uncond = _drop_common_padding(text, uncond)
 
         # 2. Initial noise: float32 from a seeded CPU generator, so a seed means the same video everywhere.
         shape = self.latent_shape(batch, height, width, num_frames)

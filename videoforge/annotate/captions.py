@@ -116,20 +116,19 @@ _KEY_ALIASES = {
 
 
 def _extract_json_object(text: str) -> Any:
-    """The first JSON object in `text`: inside a code fence, or between the outermost braces."""
+    """The first JSON object in `text`: inside a code fence, or from the first brace on (text
+    after the object, e.g. chatter or a repeated object, is ignored)."""
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
     last_error = "no '{' found"
     for candidate in candidates:
-        start, end = candidate.find("{"), candidate.rfind("}")
+        start = candidate.find("{")
         if start < 0:
             continue
-        if end <= start:
-            last_error = "invalid JSON (the object is never closed)"
-            continue
-        snippet = candidate[start : end + 1]
+        snippet = candidate[start:]
         for attempt in (snippet, _TRAILING_COMMA.sub(r"\1", snippet)):
             try:
-                return json.loads(attempt)
+                return decoder.raw_decode(attempt)[0]
             except json.JSONDecodeError as e:
                 last_error = f"invalid JSON ({e.msg} at char {e.pos})"
     raise CaptionValidationError(f"reply is not a JSON object: {last_error}")

@@ -116,7 +116,8 @@ class LocalVLMBackend:
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         try:
-            self.processor = AutoProcessor.from_pretrained(model, use_fast=False)
+            # the PIL image processors work without torchvision
+            self.processor = AutoProcessor.from_pretrained(model, backend="pil")
         except (ImportError, ValueError, TypeError, AttributeError) as e:
             if _needs_torchvision(e):
                 raise CaptionBackendError(

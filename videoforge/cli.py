@@ -332,6 +332,82 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run)
 
 
+def _add_caption(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "caption", help="structured JSON captions + camera-motion labels for a curation manifest",
+        description="Caption the kept rows of a curation manifest with a vision-language model (structured JSON, "
+        "SCHEMA.md) and label each clip's camera motion (14 classes; written only when confident). Finished rows "
+        "are journaled as they complete, so a killed or failed run resumes where it stopped when run again.",
+    )
+    p.add_argument("manifest", help="manifest.parquet, or the folder holding it")
+    p.add_argument("--backend", choices=("openai", "local"), default="openai",
+                   help="openai: an OpenAI-compatible endpoint (vLLM, SGLang, hosted); local: a transformers "
+                   "LLaVA-style model folder (default: %(default)s)")
+    p.add_argument("--model", required=True, help="model name at the endpoint, or the local model folder")
+    p.add_argument("--base-url", help="endpoint root including /v1, e.g. http://127.0.0.1:8000/v1 (openai backend)")
+    p.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
+    p.add_argument("--only-missing", action="store_true", help="only rows without a caption (retries caption errors)")
+    p.add_argument("--limit", type=int, metavar="N", help="caption at most N rows")
+    p.add_argument("--frames", type=int, default=4, help="frames sampled per clip (default: %(default)s)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai; default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    p.add_argument("--prompt-file", metavar="F", help="an edited caption prompt template (see annotate/captions.py)")
+    p.add_argument("--no-camera-motion", action="store_true", help="skip the camera-motion classifier")
+
+    def run(args: argparse.Namespace) -> int:
+        from videoforge.annotate.caption_run import CaptionRunConfig, caption_manifest, manifest_file
+        from videoforge.annotate.captions import load_prompt_template
+        from videoforge.annotate.vlm import CaptionBackendError, make_backend
+
+        try:
+            manifest_file(args.manifest)
+            cfg = CaptionRunConfig(frames_per_clip=args.frames, only_missing=args.only_missing, limit=args.limit,
+                                   camera_motion=not args.no_camera_motion)
+            if args.prompt_file:
+                cfg.prompt_template, cfg.prompt_version = load_prompt_template(args.prompt_file)
+            backend = make_backend(args.backend, args.model, args.base_url, args.api_key_env, args.timeout,
+                                   args.concurrency)
+            s = caption_manifest(args.manifest, backend, cfg)
+        except (CaptionBackendError, FileNotFoundError, ValueError) as e:
+            raise CLIError(str(e)) from None
+        print(f"captioned {s.captioned}, caption errors {s.failed}, resumed {s.resumed}, over the token budget "
+              f"{s.over_budget}, not reached {s.unreached}", file=sys.stderr)
+        if s.unreached:
+            print(f"first transport error: {s.errors[0]}; run the same command again to resume", file=sys.stderr)
+            return 1
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_camera_motion(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "camera-motion", help="print the camera motion of a video (one of 14 labels) and its confidence",
+        description="Classify the camera motion of a video (or frames A..B of it, inclusive) from optical flow: "
+        "zoom_in/out, pan_up/down/left/right (camera translates), tilt_up/down/left/right (camera rotates), "
+        "around_left/right (orbit), static, handheld. Prints `LABEL CONFIDENCE`.",
+    )
+    p.add_argument("video", help="a video file")
+    p.add_argument("--start-frame", type=int, metavar="A", help="first frame (default: 0)")
+    p.add_argument("--end-frame", type=int, metavar="B", help="last frame, inclusive (default: the last)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from videoforge.annotate.camera_motion import classify_video
+
+        if not Path(args.video).is_file():
+            raise CLIError(f"no such file: {args.video}")
+        try:
+            label, confidence = classify_video(args.video, args.start_frame, args.end_frame)
+        except (OSError, ValueError) as e:
+            raise CLIError(str(e)) from None
+        print(f"{label} {confidence:.3f}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # Subcommands, in the order `--help` lists them. Each area adds its `_add_*` function here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
@@ -341,6 +417,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_convert,
     _add_synth,
     _add_eval,
+    _add_caption,
+    _add_camera_motion,
 ]
 
 

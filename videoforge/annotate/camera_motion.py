@@ -219,3 +219,19 @@ def classify_camera_motion(frames: np.ndarray, fps: float, head: MotionHead | No
 def confident_label(label: str, confidence: float, threshold: float = CONFIDENCE_THRESHOLD) -> str | None:
     """The label to store (manifest column, caption key), or None when not confident enough."""
     return label if confidence >= threshold else None
+
+
+def classify_video(path: str, start_frame: int | None = None, end_frame: int | None = None,
+                   max_side: int = 256) -> tuple[str, float]:
+    """Classify frames `start_frame..end_frame` (inclusive; default: the whole video) of a file."""
+    from videoforge.curate.video_io import decode_video
+
+    start = start_frame or 0
+    if start < 0 or (end_frame is not None and end_frame < start):
+        raise ValueError(f"need 0 <= start-frame <= end-frame, got {start_frame}..{end_frame}")
+    video = decode_video(str(path), max_side, max_frames=None if end_frame is None else end_frame + 1)
+    frames = video.frames[start : None if end_frame is None else end_frame + 1]
+    if len(frames) < 2:
+        raise ValueError(f"{path} has {len(video.frames)} decodable frames; frames {start}..{end_frame} "
+                         "give fewer than the 2 that camera motion needs")
+    return classify_camera_motion(frames, video.fps)

@@ -189,6 +189,21 @@ Describe what is visible. Reply with ONE JSON object and nothing else, with thes
 Use plain English, keep the whole answer under 180 words, and do not invent details you cannot see."""
 
 
+def load_prompt_template(path: str) -> tuple[str, str]:
+    """An edited prompt template from a file, and its version (`custom-<hash>`, recorded in
+    `caption_source`). The template may use `{kind_description}`; literal braces must be doubled."""
+    import hashlib
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text.format(kind_description="a video clip")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"prompt template {path}: only {{kind_description}} may be used, and literal braces "
+                         f"must be doubled ({type(e).__name__}: {e})") from None
+    return text, "custom-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def build_prompt(kind: str, num_frames: int, template: str = PROMPT_TEMPLATE) -> str:
     """The caption prompt for one clip (`kind` video) or image."""
     if kind == "image":

@@ -172,3 +172,16 @@ class LocalVLMBackend:
             if on_result is not None:
                 on_result(i, result)
         return results
+
+
+def make_backend(backend: str, model: str, base_url: str | None = None, api_key_env: str | None = None,
+                 timeout: float = 120.0, concurrency: int = 4) -> OpenAIBackend | LocalVLMBackend:
+    """The backend the `caption` command asks for."""
+    if backend == "openai":
+        if not base_url:
+            raise CaptionBackendError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return OpenAIBackend(OpenAICompatibleClient(base_url, model, api_key_env=api_key_env, timeout=timeout,
+                                                    concurrency=concurrency))
+    if backend == "local":
+        return LocalVLMBackend(model)
+    raise CaptionBackendError(f"unknown backend {backend!r}; expected 'local' or 'openai'")

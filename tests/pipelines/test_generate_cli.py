@@ -79,3 +79,27 @@ def test_read_prompts_file_errors(tmp_path):
     f.write_text('{"prompt": "a", "steps": 3, "guidance": 2.5}\nplain\n')
     jobs = read_prompts_file(f, Job(prompt="", seed=1))
     assert [(j.prompt, j.num_inference_steps, j.guidance_scale, j.seed) for j in jobs] == [("a", 3, 2.5, 1), ("plain", None, None, 1)]
+
+
+def test_demo_and_default_model_use_the_bundled_folder(tiny_model_dir, tmp_path, monkeypatch):
+    import videoforge.bundled
+
+    monkeypatch.setattr(videoforge.bundled, "bundled_model_dir", lambda: None)
+    assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "a.mp4")]) == 1
+    monkeypatch.setattr(videoforge.bundled, "bundled_model_dir", lambda: tiny_model_dir)
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--out", str(out)]) == 0  # what `make demo` runs
+    frames, _ = read_video(out)
+    assert frames.shape == (5, 32, 48, 3)  # the bundled folder's own defaults
+    assert json.loads(out.with_suffix(".json").read_text())["prompt"] == "a red circle moving to the right"
+
+
+def test_flash_backend_without_flash_attn_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    from videoforge.models.attention import flash_attn_available, get_attention_backend
+
+    if flash_attn_available():
+        pytest.skip("flash-attn is installed here")
+    rc = main(["generate", "--prompt", "x", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path / "a.mp4"),
+               "--attention", "flash", "--quiet"])
+    assert rc == 1 and "needs the flash-attn package" in capsys.readouterr().err
+    assert get_attention_backend() == "sdpa"

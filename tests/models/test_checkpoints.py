@@ -331,6 +331,10 @@ def test_save_dit_official_layout_and_sharding(dit_folder, tmp_path):
         assert again.config == ours.config
         assert_state_equal(again, ours.state_dict())
 
+    mapped = load_dit(tmp_path / "official")  # its tensors are memory-mapped from the file it overwrites
+    save_dit(mapped, tmp_path / "official", layout="official")
+    assert_state_equal(load_dit(tmp_path / "official"), ours.state_dict())
+
     files = save_dit(ours, tmp_path / "sharded", max_shard_bytes=40_000)
     shards = [p for p in files if p.name.startswith("diffusion_pytorch_model-")]
     assert len(shards) > 2 and all(p.stat().st_size < 80_000 for p in shards)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,7 +343,10 @@ def _save_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
             t = t.clone(memory_format=torch.contiguous_format)
         seen.add(t.untyped_storage().data_ptr())
         owned[key] = t
-    save_file(owned, str(path), metadata={"format": "pt"})
+    # Write beside and rename: a model loaded from `path` may still be memory-mapped from it.
+    partial = path.with_name(path.name + ".partial")
+    save_file(owned, str(partial), metadata={"format": "pt"})
+    os.replace(partial, path)
 
 
 def _save_diffusers_weights(state: Mapping[str, torch.Tensor], folder: Path, max_shard_bytes: int) -> list[Path]:

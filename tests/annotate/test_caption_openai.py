@@ -208,3 +208,30 @@ def test_killed_run_resumes_from_the_journal(manifest_dir):
     texts = [json.loads(r["caption"])["short_description"] for r in rows(manifest_dir).values() if r["caption"]]
     assert sorted(texts) == ["after the kill"] * 4 + ["before the kill"] * 2
     assert not journal.exists()
+
+
+def test_caption_cli(manifest_dir, monkeypatch, capsys):
+    from videoforge.cli import main
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    prompt = manifest_dir / "prompt.txt"
+    prompt.write_text("Describe {kind_description} as JSON with short_description.")
+    with ScriptedChatServer(lambda req: good_reply("from the cli")) as server:
+        code = main(["caption", str(manifest_dir), "--model", "m", "--base-url", server.base_url,
+                     "--api-key-env", KEY_ENV, "--limit", "2", "--no-camera-motion", "--prompt-file", str(prompt)])
+    assert code == 0
+    assert "captioned 2, caption errors 0" in capsys.readouterr().err
+    assert server.requests[0].last_user_text.startswith("Describe a video clip, shown as 4 frames")
+    done = [r for r in rows(manifest_dir).values() if r["caption"]]
+    assert len(done) == 2 and json.loads(done[0]["caption_source"])["prompt"].startswith("custom-")
+    assert main(["caption", str(manifest_dir), "--model", "m"]) == 1
+    assert "needs --base-url" in capsys.readouterr().err
+    assert main(["caption", str(manifest_dir / "nope" / "manifest.parquet"), "--model", "m", "--base-url", "http://x/v1"]) == 1
+    assert "no manifest at" in capsys.readouterr().err
+    # a dead endpoint: nothing is lost, the run says how to resume and exits non-zero
+    with ScriptedChatServer(lambda req: good_reply()) as dead:
+        url = dead.base_url
+    assert main(["caption", str(manifest_dir), "--model", "m", "--base-url", url, "--only-missing",
+                 "--timeout", "2", "--no-camera-motion"]) == 1
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert len([r for r in rows(manifest_dir).values() if r["caption"]]) == 2

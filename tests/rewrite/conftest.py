@@ -48,10 +48,11 @@ def tiny_chat_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.3,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
     model = LlamaForCausalLM(config).eval()
+    model.generation_config.max_new_tokens = 16  # what LocalChatLLM uses unless told otherwise
     folder = tmp_path_factory.mktemp("tiny-chat")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

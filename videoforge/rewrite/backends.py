@@ -48,7 +48,7 @@ class LocalChatLLM:
         self,
         model: str | Path,
         lora: str | Path | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -56,7 +56,8 @@ class LocalChatLLM:
         if lora is not None:
             lm = load_lora(lm, lora)
         self.model = lm.to(device).eval()
-        self.max_new_tokens = max_new_tokens
+        # Unset: the model folder's own generation_config.max_new_tokens, else 256.
+        self.max_new_tokens = max_new_tokens or getattr(self.model.generation_config, "max_new_tokens", None) or 256
         self.name = model_id(model, lora)
 
     @torch.no_grad()

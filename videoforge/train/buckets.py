@@ -82,9 +82,11 @@ def assign_buckets(
     grid: int = 16,
     max_aspect: float = 4.0,
     min_stride: int = 1,
+    exact: bool = False,
 ) -> dict[Bucket, list[int]]:
     """Bucket -> indices of the items it holds. An item joins one bucket per anchor; images go
-    to the 1-frame bucket (if the stage has one), videos to their longest fitting duration."""
+    to the 1-frame bucket (if the stage has one), videos to their longest fitting duration.
+    `exact` (pre-encoded items, which cannot be resized): only a bucket of the item's own size."""
     sizes = {a: bucket_sizes(a, grid, max_aspect) for a in anchors}
     out: dict[Bucket, list[int]] = {}
     for i, it in enumerate(items):
@@ -94,9 +96,12 @@ def assign_buckets(
             f = duration_bucket(it.frames, frames, min_stride)
         if f is None:
             continue
+        if exact and (f != it.frames or not any((it.height, it.width) in sizes[a] for a in anchors)):
+            continue
         for a in anchors:
             h, w = nearest_size(it.height, it.width, sizes[a])
-            out.setdefault(Bucket(h, w, f), []).append(i)
+            if not exact or (h, w) == (it.height, it.width):
+                out.setdefault(Bucket(h, w, f), []).append(i)
     return dict(sorted(out.items(), key=lambda kv: (kv[0].frames, kv[0].height * kv[0].width, kv[0].height)))
 
 
@@ -125,8 +130,9 @@ class BucketSampler:
         grid: int = 16,
         max_aspect: float = 4.0,
         min_stride: int = 1,
+        exact: bool = False,
     ):
-        self.buckets = assign_buckets(items, anchors, frames, grid, max_aspect, min_stride)
+        self.buckets = assign_buckets(items, anchors, frames, grid, max_aspect, min_stride, exact)
         if not self.buckets:
             raise ValueError(
                 f"no item fits any bucket (anchors {list(anchors)}, frames {list(frames)}); "

@@ -10,17 +10,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Wrappers that parallelize.py may put between a block and its parameters.
+_WRAPPER_NAMES = ("._checkpoint_wrapped_module", "._orig_mod")
+
+
+def clean_name(name: str) -> str:
+    """A parameter's name in the bare model (without activation-checkpoint/compile wrappers)."""
+    for w in _WRAPPER_NAMES:
+        name = name.replace(w, "")
+    return name
+
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {clean_name(n): p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for n, p in model.named_parameters():
+            n = clean_name(n)
             if n in self.shadow:
                 self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
 

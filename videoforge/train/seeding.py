@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 # Purposes: separate streams so adding a draw to one never shifts another.
-BUCKET, ITEM, MEDIA, CAPTION, NOISE = range(5)
+BUCKET, ITEM, MEDIA, CAPTION, NOISE, POSTERIOR = range(6)
 
 
 def _seed(seed: int, step: int, index: int, purpose: int) -> int:

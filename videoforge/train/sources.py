@@ -1,0 +1,72 @@
+"""Where a training batch's clean latents and text embeddings come from.
+
+`MediaSource` decodes media and runs the frozen VAE and text encoder(s) every step;
+`cache.CachedSource` reads what `videoforge cache` pre-encoded. Both hand the trainer the same
+`ConditionedBatch`, and draw everything random from the per-sample generators in `seeding`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from videoforge.models.text_encoders import TextEmbeddings
+from videoforge.train import seeding
+from videoforge.train.buckets import Bucket, ItemShape
+from videoforge.train.datasets import MediaItem, caption_text, load_pixels
+
+
+@dataclass
+class ConditionedBatch:
+    latents: torch.Tensor  # clean, scaled latents [b, C, T, h, w]
+    text: TextEmbeddings
+
+
+class Source(Protocol):
+    shapes: list[ItemShape]
+    exact_buckets: bool  # True: items are pre-encoded at one size and cannot be re-bucketed
+
+    def batch(
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int]
+    ) -> ConditionedBatch: ...
+
+
+def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, seed: int, step: int, sample_ids: Sequence[int]) -> torch.Tensor:
+    """One posterior draw per sample, each from its own (seed, step, sample) generator."""
+    std = torch.exp(0.5 * logvar.float())
+    eps = torch.stack(
+        [torch.randn(mean.shape[1:], generator=seeding.torch_generator(seed, step, j, seeding.POSTERIOR)) for j in sample_ids]
+    )
+    return mean.float() + std * eps.to(mean.device)
+
+
+class MediaSource:
+    """Decode, resize/crop, VAE-encode and text-encode on the fly (frozen encoders)."""
+
+    exact_buckets = False
+
+    def __init__(self, items: list[MediaItem], vae: nn.Module, text_encoder, *, seed: int, caption_dropout: float):
+        self.items, self.vae, self.text_encoder = items, vae, text_encoder
+        self.seed, self.caption_dropout = seed, caption_dropout
+        self.shapes = [it.shape for it in items]
+
+    @torch.no_grad()
+    def batch(
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int]
+    ) -> ConditionedBatch:
+        pixels, texts = [], []
+        for i, j in zip(items, sample_ids):
+            g = seeding.torch_generator(self.seed, step, j, seeding.MEDIA)
+            pixels.append(load_pixels(self.items[i], bucket, g, stride_range))
+            rng = seeding.numpy_generator(self.seed, step, j, seeding.CAPTION)
+            texts.append(caption_text(self.items[i].caption, rng, self.caption_dropout))
+        device = next(self.vae.parameters()).device
+        dtype = next(self.vae.parameters()).dtype
+        posterior = self.vae.encode(torch.stack(pixels).to(device, dtype))
+        latents = sample_posterior(posterior.mean, posterior.logvar, self.seed, step, sample_ids)
+        text = self.text_encoder.encode(texts, single_frame=bucket.frames == 1)
+        return ConditionedBatch(latents * self.vae.config.scaling_factor, text)

@@ -1,0 +1,279 @@
+"""The DiT trainer: build -> parallelize -> init/resume -> loop -> export. Knows flow matching,
+not meshes (those are `parallelize.py`'s).
+
+One optimizer step at global step s: the stage's bucket sampler picks a bucket and the global
+batch (a pure function of (seed, s)); this rank takes its data-parallel slice, in micro-batches
+if `optim.micro_batch` is set; each sample's noise, timestep and guidance come from its own
+(seed, s, sample) generator; the loss is normalised by the global batch. So a recipe optimises
+the same way at any process count and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from videoforge.config import DiTConfig, preset
+from videoforge.diffusion import flow
+from videoforge.train import seeding
+from videoforge.train.buckets import BucketSampler, LatentGeometry
+from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from videoforge.train.ema import EMA
+from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
+from videoforge.train.recipe import Recipe
+from videoforge.train.sources import ConditionedBatch, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    data: str | None = None  # overrides recipe.data.path
+    max_steps: int | None = None  # absolute cap on the global step
+    resume: bool = False
+    sp: int = 1
+    progress: bool = True
+
+
+class _Stop(Exception):
+    """SIGTERM: leave the loop, write a checkpoint, exit."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def dit_config(recipe: Recipe) -> DiTConfig:
+    base = preset(recipe.model.preset).dit.to_dict()
+    unknown = set(recipe.model.dit) - set(base)
+    if unknown:
+        raise ValueError(f"model.dit: unknown DiTConfig field(s) {sorted(unknown)}")
+    return DiTConfig.from_dict({**base, **recipe.model.dit})
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The DiT to train: from `model.init` weights, or seeded random init; LoRA adapters if set."""
+    from videoforge.models import build_dit, load_dit
+
+    if recipe.model.init:
+        model = load_dit(recipe.model.init)
+    else:
+        torch.manual_seed(recipe.run.seed)
+        model = build_dit(dit_config(recipe))
+    if recipe.lora is not None:
+        from videoforge.train.lora import add_lora
+
+        add_lora(model, recipe.lora)
+    return model
+
+
+def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:
+    """The frozen VAE: `model.vae` weights, or the preset's VAE with seeded random weights."""
+    from videoforge.models import build_vae as build, load_vae
+
+    if recipe.model.vae:
+        vae = load_vae(recipe.model.vae)
+    else:
+        torch.manual_seed(recipe.model.vae_seed)
+        vae = build(preset(recipe.model.preset).vae)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def build_text_encoder(recipe: Recipe, device: torch.device) -> Any:
+    from videoforge.models.text_encoders import load_minilm_encoder, load_text_encoders
+
+    if recipe.model.text_encoder == "minilm":
+        return load_minilm_encoder(recipe.model.text_max_length, device=device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return load_text_encoders(recipe.model.text_encoder, dtype=dtype, device=device)
+
+
+def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tuple[Source, nn.Module | None, Any]:
+    """(source, vae, text encoder); a cache needs neither encoder at train time."""
+    from videoforge.train.cache import CachedSource
+    from videoforge.train.datasets import load_items
+    from videoforge.train.sources import MediaSource
+
+    d = recipe.data
+    path = data or d.cache or d.path
+    if path is None:
+        raise ValueError("no training data: pass --data PATH or set data.path / data.cache in the recipe")
+    if (Path(path) / "index.json").is_file():
+        return CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout), None, None
+    stage = recipe.stages[0]
+    items = load_items(path, stage.tier)
+    vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
+    return MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout), vae, text_encoder
+
+
+def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: int, sample_ids: list[int],
+               scale: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scaled loss to back-propagate, unscaled sum of per-sample losses) for one micro-batch."""
+    f = recipe.flow
+    x0 = batch.latents.to(device)
+    sig, gui, noise = [], [], []
+    for j in sample_ids:
+        g = seeding.torch_generator(recipe.run.seed, step, j, seeding.NOISE)
+        sig.append(flow.sample_logit_normal_timesteps(1, f.logit_mean, f.logit_std, f.shift, generator=g))
+        lo, hi = f.guidance_range
+        gui.append(lo + (hi - lo) * torch.rand(1, generator=g))
+        noise.append(torch.randn(x0.shape[1:], generator=g))
+    sigma, guidance = torch.cat(sig).to(device), torch.cat(gui).to(device)
+    noise = torch.stack(noise).to(device)
+    xt = flow.interpolate(x0, noise, sigma)
+    text = batch.text.to(device)
+    autocast = (
+        torch.autocast("cuda", dtype=getattr(torch, recipe.run.mixed_precision))
+        if device.type == "cuda" and recipe.run.mixed_precision != "fp32"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        pred = model(xt, flow.TIME_SCALE * sigma, text.states, text.mask, text.pooled, flow.TIME_SCALE * guidance)
+    per = flow.per_sample_loss(pred, flow.velocity_target(x0, noise))
+    return per.sum() * scale, per.detach().sum()
+
+
+def _micro_batches(n: int, size: int) -> list[slice]:
+    size = n if size <= 0 else size
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _set_grad_sync(model: nn.Module, on: bool) -> None:
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce only after the last micro-batch
+        model.set_requires_gradient_sync(on)
+
+
+def train_step(model, optimizer, ema, sampler, source, recipe, step, dims, stage) -> dict[str, Any]:
+    bucket, items = sampler.batch_at(step)
+    global_b = len(items)
+    per_rank = global_b // dims.dp
+    lo = dims.dp_rank * per_rank
+    ids = list(range(lo, lo + per_rank))
+    # FSDP averages gradients over all ranks; an sp group's ranks each hold the whole loss.
+    scale = dims.dp / global_b
+    for group in optimizer.param_groups:
+        group["lr"] = recipe.lr_at(step)
+    loss_sum = torch.zeros((), device=dims.device)
+    mbs = _micro_batches(per_rank, recipe.optim.micro_batch)
+    for k, mb in enumerate(mbs):
+        _set_grad_sync(model, k == len(mbs) - 1)
+        batch = source.batch(bucket, [items[i] for i in ids[mb]], ids[mb], step, stage.frame_stride)
+        loss, raw = local_loss(model, batch, recipe, step, ids[mb], scale, dims.device)
+        loss.backward()
+        loss_sum += raw
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = recipe.optim.grad_clip if recipe.optim.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema.update(model)
+    if dims.world > 1:
+        dist.all_reduce(loss_sum)
+        loss_sum /= dims.sp
+    tokens = global_b * sampler_geometry(recipe).tokens(bucket)
+    return {"loss": loss_sum.item() / global_b, "grad_norm": float(grad_norm), "lr": recipe.lr_at(step),
+            "batch": global_b, "bucket": f"{bucket.frames}x{bucket.height}x{bucket.width}", "tokens": tokens}
+
+
+def sampler_geometry(recipe: Recipe) -> LatentGeometry:
+    vae = preset(recipe.model.preset).vae
+    p = dit_config(recipe).patch_size
+    return LatentGeometry(spatial=vae.spatial_compression_ratio * p[1], temporal=vae.time_compression_ratio * p[0])
+
+
+def make_sampler(source: Source, recipe: Recipe, stage_index: int, dims: ParallelDims) -> BucketSampler:
+    s = recipe.stages[stage_index]
+    return BucketSampler(
+        source.shapes, anchors=s.anchors, frames=s.frames, token_budget=s.token_budget, max_batch=s.max_batch,
+        image_ratio=s.image_ratio, dp_size=dims.dp, seed=recipe.run.seed + 7919 * stage_index,
+        geometry=sampler_geometry(recipe), grid=s.bucket_grid, max_aspect=s.max_aspect, min_stride=s.frame_stride[0],
+        exact=source.exact_buckets,
+    )
+
+
+def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
+    """Run (or resume) a recipe; returns a summary with the last step and loss."""
+    dims = setup_distributed(opts.sp)
+    out = Path(opts.out)
+    if dims.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1, default=list))
+    source, vae, text_encoder = build_source(recipe, opts.data, dims.device)
+
+    model = build_model(recipe).to(dims.device)
+    parallelize_dit(model, dims, activation_checkpointing=recipe.run.activation_checkpointing, compile=recipe.run.compile)
+    o = recipe.optim
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=recipe.lr_at(0), betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    ema = EMA(model, o.ema_decay)
+
+    ckpt_root = out / "checkpoints"
+    step = 0
+    if opts.resume:
+        found = checkpoint_dirs(ckpt_root)
+        if found:
+            step = load_checkpoint(found[-1], model, optimizer, ema)
+            log.info("resumed from %s (step %d)", found[-1], step)
+        elif dims.is_main:
+            log.warning("--resume: no checkpoint under %s, starting from step 0", ckpt_root)
+    end = recipe.total_steps if opts.max_steps is None else min(recipe.total_steps, opts.max_steps)
+
+    samplers: dict[int, BucketSampler] = {}
+    metrics = (out / "metrics.jsonl").open("a") if dims.is_main else None
+    bar = tqdm(total=end, initial=step, desc="train", disable=not (opts.progress and dims.is_main))
+    last_saved, last = step, {}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    model.train()
+    try:
+        while step < end:
+            si, stage = recipe.stage_at(step)
+            if si not in samplers:
+                samplers[si] = make_sampler(source, recipe, si, dims)
+            t0 = time.perf_counter()
+            last = train_step(model, optimizer, ema, samplers[si], source, recipe, step, dims, stage)
+            step += 1
+            dt = time.perf_counter() - t0
+            last.update(step=step, stage=stage.name, step_time=dt, tokens_per_s=last["tokens"] / dt)
+            if metrics is not None and step % recipe.run.log_every == 0:
+                metrics.write(json.dumps(last) + "\n")
+                metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{dt:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
+            if recipe.run.checkpoint_every and step % recipe.run.checkpoint_every == 0:
+                save_checkpoint(ckpt_root, step, model, optimizer, ema, recipe.run.keep_checkpoints)
+                last_saved = step
+            if recipe.run.validate_every and step % recipe.run.validate_every == 0:
+                from videoforge.train.validation import validate
+
+                validate(model, ema, recipe, out / "validation" / f"step_{step:08d}", dims, vae, text_encoder)
+    except (KeyboardInterrupt, _Stop):
+        log.warning("interrupted at step %d; writing a checkpoint", step)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    if step != last_saved:  # always leave a checkpoint at exit
+        save_checkpoint(ckpt_root, step, model, optimizer, ema, recipe.run.keep_checkpoints)
+    if step >= recipe.total_steps or (opts.max_steps is not None and step >= opts.max_steps):
+        from videoforge.train.export import export_final
+
+        export_final(out / "final", model, ema, recipe, dims, vae)
+    if dims.world > 1:
+        dist.barrier()
+    return {"step": step, "loss": last.get("loss"), "out": str(out)}

@@ -96,3 +96,4 @@ def test_eval_cli_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "shapes", "--check-scorer", "0"]) == 1
     assert "--check-scorer needs N >= 1" in capsys.readouterr().err
+

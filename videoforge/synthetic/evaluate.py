@@ -282,7 +282,11 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
     results: list[EvalResult] = []
     chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for k, chunk in enumerate(tqdm(chunks, desc="eval shapes", unit="batch", disable=not progress)):
-        videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, seed=seed * 100_003 + k)
+        # noise seeded per prompt, so a prompt's video does not depend on the batch size
+        noise = torch.cat([torch.randn(pipe.latent_shape(1, d.height, d.width, d.num_frames),
+                                       generator=torch.Generator().manual_seed(seed * 100_003 + k * batch_size + j))
+                           for j in range(len(chunk))])
+        videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, latents=noise)
         for j, (p, video) in enumerate(zip(chunk, videos)):
             found = score_video(video.frames)
             path = None

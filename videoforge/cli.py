@@ -445,6 +445,72 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the DiT (flow matching) or the VAE from a recipe; the same under torchrun",
+        description="Train from a YAML recipe (configs/*.yaml). Writes DIR/metrics.jsonl, DIR/checkpoints/ and, "
+        "at the end, DIR/final/ (a model folder: transformer/ raw weights, transformer_ema/ EMA). "
+        "Multi-process: torchrun --nproc_per_node N -m videoforge train ... (FSDP2; --sp for sequence parallel).",
+    )
+    p.add_argument("--config", required=True, help="training recipe YAML, e.g. configs/tiny-t2v.yaml")
+    p.add_argument("--data", help="manifest .parquet, folder of media with same-named .txt/.json captions, or a `videoforge cache` folder (default: the recipe's)")
+    p.add_argument("--out", default="runs/train", help="run folder (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, help="stop at this global step (an absolute cap; schedules still follow the recipe)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    p.add_argument("--sp", type=int, default=1, help="sequence-parallel degree (Ulysses; divides the process count)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from videoforge.train.recipe import load_recipe
+
+        try:
+            recipe = load_recipe(args.config)
+            if recipe.task == "vae":
+                from videoforge.train.vae_trainer import RunOptions, train_vae as train
+            else:
+                from videoforge.train.trainer import RunOptions, train
+            opts = RunOptions(out=Path(args.out), data=args.data, max_steps=args.max_steps, resume=args.resume,
+                              sp=args.sp, progress=not args.no_progress)
+            summary = train(recipe, opts)
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from None
+        if summary.get("loss") is not None:
+            print(f"step {summary['step']}: loss {summary['loss']:.4f}; run folder {summary['out']}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="pre-encode training clips (VAE) and prompts (text encoders) into safetensors shards",
+        description="Encode every clip of a recipe's data at the buckets its stages use, once; "
+        "`train --data CACHE_DIR` then reads the shards instead of decoding and encoding each step.",
+    )
+    p.add_argument("--config", required=True, help="training recipe YAML (its model, VAE, text encoder and stages)")
+    p.add_argument("--data", help="manifest .parquet or folder of media with captions (default: the recipe's data.path)")
+    p.add_argument("--out", required=True, help="cache folder to write")
+    p.add_argument("--caption-variants", type=int, default=4, help="encoded dropout/permutation draws per structured caption (default: %(default)s)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from videoforge.train.cache import cache_dataset
+
+        try:
+            index = cache_dataset(args.config, args.data, Path(args.out), args.caption_variants)
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from None
+        print(f"wrote {index}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # Subcommands, in the order `--help` lists them. Each area adds its `_add_*` function here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
@@ -457,6 +523,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_caption,
     _add_camera_motion,
     _add_curate,
+    _add_train,
+    _add_cache,
 ]
 
 

@@ -159,3 +159,20 @@ class CachedSource:
         latents = sample_posterior(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids)
         text = TextEmbeddings(torch.stack(states), torch.stack(masks), torch.stack(pooled))
         return ConditionedBatch(latents * self.scaling_factor, text)
+
+
+def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_variants: int = 4, progress: bool = True) -> Path:
+    """`videoforge cache`: encode a recipe's data with its VAE and text encoder into `out`."""
+    from videoforge.train.datasets import load_items
+    from videoforge.train.recipe import load_recipe
+    from videoforge.train.sources import build_text_encoder, build_vae
+
+    recipe = load_recipe(recipe_path)
+    path = data or recipe.data.path
+    if path is None:
+        raise ValueError("no data to cache: pass --data PATH or set data.path in the recipe")
+    items = load_items(path, recipe.stages[0].tier)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
+    return write_cache(items, recipe.stages, vae, text_encoder, Path(out), text_encoder_name=recipe.model.text_encoder,
+                       seed=recipe.run.seed, caption_variants=caption_variants, progress=progress)

@@ -54,7 +54,7 @@ def _meta(recipe: Recipe, folder: Path) -> dict[str, Any]:
 
 def export_final(folder: Path, model: nn.Module, ema: EMA, recipe: Recipe, dims: ParallelDims, vae: nn.Module | None) -> None:
     from videoforge.models import build_dit, save_dit, save_vae
-    from videoforge.train.trainer import build_vae
+    from videoforge.train.sources import build_vae
 
     raw, ema_state = full_state(model, ema)
     if dims.is_main:

@@ -92,6 +92,23 @@ class LoRASection:
 
 
 @dataclass
+class VAELossSection:
+    """The VAE trainer's objective and data mix (task: vae)."""
+
+    l1: float = 1.0
+    lpips: float = 0.1
+    adversarial: float = 0.05
+    kl: float = 1e-6
+    disc_start: int = 1000  # the adversarial term switches on at this step
+    disc_lr: float = 1e-4
+    lpips_weights: str | None = None  # a .safetensors of VGG16 features + linear heads (user-supplied)
+    video_ratio: float = 0.8  # video:image batches 4:1
+    tiled_ratio: float = 0.25  # fraction of steps run through the tiled encode/decode
+    tile_sample_min_size: int = 32
+    tile_sample_min_tsize: int = 8
+
+
+@dataclass
 class RunSection:
     seed: int = 0
     log_every: int = 1
@@ -107,6 +124,7 @@ class RunSection:
 
 @dataclass
 class Recipe:
+    task: str = "dit"  # "dit" (flow matching) or "vae"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -114,6 +132,11 @@ class Recipe:
     run: RunSection = field(default_factory=RunSection)
     stages: list[StageSection] = field(default_factory=lambda: [StageSection()])
     lora: LoRASection | None = None
+    vae_loss: VAELossSection = field(default_factory=VAELossSection)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("dit", "vae"):
+            raise ValueError(f"task must be 'dit' or 'vae', got {self.task!r}")
 
     @property
     def total_steps(self) -> int:
@@ -159,7 +182,7 @@ def _build(cls: type[T], data: Any, where: str) -> T:
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    sections = {"model", "data", "optim", "flow", "run", "stages", "lora"}
+    sections = {"task", "model", "data", "optim", "flow", "run", "stages", "lora", "vae_loss"}
     unknown = sorted(set(d) - sections)
     if unknown:
         raise ValueError(f"recipe: unknown section(s) {unknown}; allowed: {sorted(sections)}")
@@ -167,6 +190,8 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if not isinstance(stages, list):
         raise ValueError("recipe: `stages` must be a list of stage mappings")
     return Recipe(
+        task=d.get("task", "dit"),
+        vae_loss=_build(VAELossSection, d.get("vae_loss"), "vae_loss"),
         model=_build(ModelSection, d.get("model"), "model"),
         data=_build(DataSection, d.get("data"), "data"),
         optim=_build(OptimSection, d.get("optim"), "optim"),

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from videoforge.config import preset
 from videoforge.models.text_encoders import TextEmbeddings
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape
 from videoforge.train.datasets import MediaItem, caption_text, load_pixels
+from videoforge.train.recipe import Recipe
 
 
 @dataclass
@@ -70,3 +72,24 @@ class MediaSource:
         latents = sample_posterior(posterior.mean, posterior.logvar, self.seed, step, sample_ids)
         text = self.text_encoder.encode(texts, single_frame=bucket.frames == 1)
         return ConditionedBatch(latents * self.vae.config.scaling_factor, text)
+
+
+def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:
+    """The frozen VAE: `model.vae` weights, or the preset's VAE with seeded random weights."""
+    from videoforge.models import build_vae as build, load_vae
+
+    if recipe.model.vae:
+        vae = load_vae(recipe.model.vae)
+    else:
+        torch.manual_seed(recipe.model.vae_seed)
+        vae = build(preset(recipe.model.preset).vae)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def build_text_encoder(recipe: Recipe, device: torch.device) -> Any:
+    from videoforge.models.text_encoders import load_minilm_encoder, load_text_encoders
+
+    if recipe.model.text_encoder == "minilm":
+        return load_minilm_encoder(recipe.model.text_max_length, device=device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return load_text_encoders(recipe.model.text_encoder, dtype=dtype, device=device)

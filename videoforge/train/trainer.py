@@ -33,7 +33,7 @@ from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_c
 from videoforge.train.ema import EMA
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
 from videoforge.train.recipe import Recipe
-from videoforge.train.sources import ConditionedBatch, Source
+from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +78,6 @@ def build_model(recipe: Recipe) -> nn.Module:
 
         add_lora(model, recipe.lora)
     return model
-
-
-def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:
-    """The frozen VAE: `model.vae` weights, or the preset's VAE with seeded random weights."""
-    from videoforge.models import build_vae as build, load_vae
-
-    if recipe.model.vae:
-        vae = load_vae(recipe.model.vae)
-    else:
-        torch.manual_seed(recipe.model.vae_seed)
-        vae = build(preset(recipe.model.preset).vae)
-    return vae.to(device).eval().requires_grad_(False)
-
-
-def build_text_encoder(recipe: Recipe, device: torch.device) -> Any:
-    from videoforge.models.text_encoders import load_minilm_encoder, load_text_encoders
-
-    if recipe.model.text_encoder == "minilm":
-        return load_minilm_encoder(recipe.model.text_max_length, device=device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    return load_text_encoders(recipe.model.text_encoder, dtype=dtype, device=device)
 
 
 def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tuple[Source, nn.Module | None, Any]:

@@ -21,8 +21,8 @@ class ShotOptions:
     min_scene_len: int = 8  # frames between two cuts of one detector
     merge_window: int = 2  # cuts of different detectors this close are one cut
     flash_veto: bool = True
-    flash_window: int = 4  # compare the frame before a cut with the one this many frames after it
-    flash_similarity: float = 0.9  # correlation above which a "cut" is a flash, not a new shot
+    flash_window: int = 4  # compare the frame before a cut with the next this many frames
+    flash_similarity: float = 0.8  # correlation above which a "cut" is a flash, not a new shot
     min_frames: int = 16  # shorter shots are dropped (drop_stage `length`)
     max_frames: int = 129  # longer shots are cut into pieces of this length (the largest tier's)
 
@@ -60,18 +60,18 @@ def detect_cuts(frames: np.ndarray, fps: float, o: ShotOptions) -> list[int]:
 
 
 def _normalised_thumb(rgb: np.ndarray) -> np.ndarray:
-    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # 16x9: coarse enough that a few frames of motion keep the correlation high.
+    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (16, 9), interpolation=cv2.INTER_AREA).astype(np.float32)
     g -= g.mean()
     return g / (np.linalg.norm(g) + 1e-6)
 
 
 def _is_flash(frames: np.ndarray, cut: int, o: ShotOptions) -> bool:
-    """A flash leaves the picture as it was: the frames around it correlate after brightness
-    normalisation, while a real cut changes the content."""
-    after = cut + o.flash_window
-    if after >= len(frames):
-        return False
-    return float((_normalised_thumb(frames[cut - 1]) * _normalised_thumb(frames[after])).sum()) > o.flash_similarity
+    """A flash leaves the picture as it was: some frame shortly after the "cut" correlates with
+    the frame before it after brightness normalisation, while a real cut changes the content."""
+    before = _normalised_thumb(frames[cut - 1])
+    after = range(cut + 1, min(len(frames), cut + o.flash_window + 1))
+    return any(float((before * _normalised_thumb(frames[i])).sum()) > o.flash_similarity for i in after)
 
 
 def shot_spans(num_frames: int, cuts: list[int], o: ShotOptions) -> list[tuple[int, int]]:

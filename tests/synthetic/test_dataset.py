@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from videoforge.annotate.captions import Caption, caption_to_text
 from videoforge.cli import main
 from videoforge.curate.manifest import MANIFEST_SCHEMA, read_manifest
 from videoforge.pipelines.video_io import read_video
@@ -31,6 +32,10 @@ def test_manifest_has_the_curation_schema_and_kept_rows(dataset):
     rows = table.to_pylist()
     assert len(rows) == 20 and {r["status"] for r in rows} == {"kept"}
     assert len({r["clip_id"] for r in rows}) == 20
+    for r in rows:  # every caption passes the caption schema and becomes training text
+        caption = Caption.from_dict(json.loads(r["caption"]))
+        assert caption.short_description and caption_to_text(caption.to_dict(), np.random.default_rng(0))
+        assert r["caption_source"] == "synthetic:shapes-v1"
     videos = [r for r in rows if r["kind"] == "video"]
     images = [r for r in rows if r["kind"] == "image"]
     assert len(videos) == 14 and len(images) == 6

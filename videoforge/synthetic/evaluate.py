@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, render, sample_scene
+from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, render, sample_scene, with_article
 
 FOREGROUND_DISTANCE = 40.0  # RGB distance from the background that counts as foreground
 MIN_AREA_FRACTION = 0.002  # smaller components are noise
@@ -210,13 +210,13 @@ class EvalPrompt:
 def eval_prompts(num_in_distribution: int = 28) -> list[EvalPrompt]:
     """Every held-out combination plus a fixed spread of training combinations (cycling through
     colours, shapes and motions so each appears about equally often)."""
-    out = [EvalPrompt(f"a {c} {s} {EVAL_MOTION_PHRASES[m]}", c, s, m, True) for c, s, m in HOLDOUT]
+    out = [EvalPrompt(f"{with_article(c)} {s} {EVAL_MOTION_PHRASES[m]}", c, s, m, True) for c, s, m in HOLDOUT]
     colours, held, k = list(COLOURS), set(HOLDOUT), 0
     while len(out) < len(HOLDOUT) + num_in_distribution:
         combo = (colours[k % len(colours)], SHAPES[(k // len(colours) + k) % len(SHAPES)], MOTIONS[(k + 1) % len(MOTIONS)])
         k += 1
         if combo not in held and all((p.colour, p.shape, p.motion) != combo for p in out):
-            out.append(EvalPrompt(f"a {combo[0]} {combo[1]} {EVAL_MOTION_PHRASES[combo[2]]}", *combo, False))
+            out.append(EvalPrompt(f"{with_article(combo[0])} {combo[1]} {EVAL_MOTION_PHRASES[combo[2]]}", *combo, False))
     return out
 
 

@@ -307,8 +307,9 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def with_article(word: str) -> str:
+    """"an orange", "a red"."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _where(x: float, y: float, w: int, h: int) -> str:
@@ -318,7 +319,7 @@ def _where(x: float, y: float, w: int, h: int) -> str:
 
 def _noun_phrase(o: ShapeSpec, rng: np.random.Generator, moving: bool) -> str:
     colour, shape = _pick(rng, COLOUR_WORDS[o.colour]), _pick(rng, SHAPE_WORDS[o.shape])
-    phrase = f"{_article(colour)} {colour} {shape}"
+    phrase = f"{with_article(colour)} {shape}"
     return f"{phrase} {_pick(rng, MOTION_PARTICIPLES[o.motion])}" if moving else phrase
 
 
@@ -331,7 +332,8 @@ def shapes_caption(spec: SceneSpec, rng: np.random.Generator) -> dict:
     sentences = []
     for k, o in enumerate(spec.objects):
         x, y, _ = o.at(0.0)
-        lead = f"{'A' if k == 0 else 'Beside it, a'}{'n' if o.colour[0] in 'aeiou' else ''} {o.colour} {o.shape}"
+        lead = f"{'' if k == 0 else 'Beside it, '}{with_article(o.colour)} {o.shape}"
+        lead = lead[0].upper() + lead[1:]
         if not video:
             sentences.append(f"{lead} sits {_where(x, y, spec.width, spec.height)}")
         elif o.motion in ("left", "right", "up", "down"):
@@ -357,5 +359,5 @@ def shapes_caption(spec: SceneSpec, rng: np.random.Generator) -> dict:
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "EXTENT", "HOLDOUT", "MOTIONS", "SHAPES", "SceneConfig", "SceneSpec", "ShapeSpec",
-    "coverage", "render", "sample_object", "sample_scene", "shape_polygon", "shapes_caption",
+    "coverage", "render", "sample_object", "sample_scene", "shape_polygon", "shapes_caption", "with_article",
 ]  # fmt: skip

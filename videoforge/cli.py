@@ -148,7 +148,7 @@ def _add_rewrite(sub: argparse._SubParsersAction) -> None:
         except (LLMClientError, LocalModelError, ValueError) as e:
             raise CLIError(str(e)) from None
         for r in results:
-            note = f"kept the original ({r.reason})" if r.kept_original else (
+            note = "kept the original prompt" if r.kept_original else (  # the rewriter's warning said why
                 f"similarity {r.similarity:.2f}" if r.similarity is not None else "accepted")
             print(f"rewrite [{r.mode}, {r.model}]: {note}", file=sys.stderr)
             print(r.prompt)

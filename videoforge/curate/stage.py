@@ -48,6 +48,7 @@ class Clip:
     drop_stage: str | None = None
     drop_reason: str | None = None
     crop: list[int] | None = None
+    frame_box: list[int] | None = None  # the same crop in analysis pixels of the uncropped frames
     scores: dict[str, float | None] = field(default_factory=dict)
     num_people: int | None = None
     start_frame_sharpest: int | None = None
@@ -98,6 +99,8 @@ class Clip:
         sx1 -= (sx1 - sx0) % 2
         sy1 -= (sy1 - sy0) % 2
         self.crop = [sx0, sy0, sx1, sy1]
+        fx, fy = (self.frame_box[0], self.frame_box[1]) if self.frame_box else (0, 0)
+        self.frame_box = [fx + x0, fy + y0, fx + x1, fy + y1]
         self.frames = self.frames[:, y0:y1, x0:x1]
         self.cache.clear()
 

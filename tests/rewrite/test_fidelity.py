@@ -66,3 +66,46 @@ def test_language_detection():
 
 def test_clean_reply_strips_wrappers():
     assert clean_reply('<think>hmm</think>\nRewritten prompt: "A cat\nsleeps."  ') == "A cat sleeps."
+
+
+# (original, faithful rewrite in the normal or master style, corrupted rewrite) — hand-written.
+CASES = [
+    ("a cat sleeping on a windowsill",
+     "A ginger cat sleeps curled up on a sunlit windowsill, soft morning light, close-up shot, static camera.",
+     "A small dog sleeps curled up on a sunlit windowsill, soft morning light, close-up shot, static camera."),
+    ("3 kids flying kites on a hill",
+     "Three children fly colourful kites on a grassy hill under a wide sky; wide shot, warm afternoon light, "
+     "the camera slowly tilts up to follow the kites.",
+     "Two children fly colourful kites on a grassy hill under a wide sky; wide shot, warm afternoon light."),
+    ("empty street at night with no cars",
+     "An empty city street at night with no cars, wet asphalt reflecting orange street lamps, a lonely and "
+     "quiet atmosphere, low-angle wide shot, the camera pushes in slowly.",
+     "A city street at night full of cars, wet asphalt reflecting orange street lamps, low-angle wide shot."),
+    ("a woman in a blue dress dancing in the rain",
+     "A young woman in a flowing blue dress dances gracefully in the rain on a cobblestone square; cinematic "
+     "medium shot, cool blue-grey light, melancholic mood, the camera orbits her slowly.",
+     "A young woman in a flowing red dress dances gracefully in the rain on a cobblestone square."),
+    ("an old man feeding pigeons in the park",
+     "An elderly man sits on a park bench feeding a flock of pigeons, golden hour light through the trees, "
+     "shallow depth of field, medium shot, calm atmosphere, static camera.",
+     "An elderly man sits on a park bench reading a newspaper, golden hour light through the trees."),
+    ("a spaceship landing on mars",
+     "A sleek silver spaceship descends and lands on the dusty red surface of Mars, clouds of dust swirling, "
+     "dramatic wide shot, harsh sunlight, the camera tilts down to follow the landing.",
+     "A sleek silver airplane lands on a desert runway, clouds of dust swirling, dramatic wide shot."),
+]
+
+
+@pytest.mark.parametrize("original,faithful,corrupted", CASES, ids=[c[0][:24] for c in CASES])
+def test_checks_accept_faithful_and_reject_corrupted_rewrites(original, faithful, corrupted):
+    embed = minilm_embedder()
+    good = check_fidelity(original, faithful, embed, threshold=0.5)
+    bad = check_fidelity(original, corrupted, embed, threshold=0.5)
+    assert good.ok, good.describe()
+    assert not bad.ok and bad.missing, bad.describe()
+
+
+def test_noun_synonyms_count_but_other_nouns_do_not():
+    embed = minilm_embedder()
+    assert check_fidelity("kids on a sofa", "Children sit on a couch.", embed, 0.0).missing == []
+    assert check_fidelity("a cat on a sofa", "A dog sits on a sofa.", embed, 0.0).missing == ["the noun 'cat' is missing"]

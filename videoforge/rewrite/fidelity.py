@@ -3,7 +3,8 @@
 A rewrite is accepted when its sentence embedding is close enough to the (English) original's
 and every colour, number, negation and main noun of the original survives. The explicit checks
 exist because embeddings are forgiving exactly where users are not: "a red car" and "a blue car"
-embed close together. Words are compared by stem so "foxes" keeps "fox".
+embed close together. Words are compared by stem so "foxes" keeps "fox"; a noun also survives
+as a close synonym by word embedding, since plain words must replace slang ("kids" -> "children").
 
 English only: non-English prompts are translated literally before they get here.
 """
@@ -19,6 +20,8 @@ import torch
 
 # texts -> [N, D] sentence embeddings (need not be normalised)
 Embedder = Callable[[Sequence[str]], torch.Tensor]
+
+SYNONYM_SIMILARITY = 0.8  # word-embedding cosine at which a rewrite word stands in for a lost noun
 
 COLOURS = frozenset(
     "red orange yellow green blue purple violet pink brown black white grey gray silver gold golden "
@@ -54,7 +57,7 @@ NOT_NOUNS = frozenset(
     "open close enter leave approach follow pass cross circle rotate shake flutter sway drift flow pour "
     "splash burn glow shine sparkle flicker blow melt grow bloom gaze watch stare read write paint cook "
     "build fight kick punch hug kiss show appear disappear stop start begin continue make take give get "
-    "go come sail surf skate ski hike bark meow roar howl sprint "
+    "go come sail surf skate ski hike bark meow roar howl sprint feed wear use try "
     "big small large tiny huge little tall short long old young new beautiful cute happy sad angry calm "
     "quiet loud bright dark dim soft hard warm cold hot cool fast slow slowly quickly gentle gently "
     "fluffy furry shiny wet dry sunny rainy snowy cloudy foggy misty empty full busy crowded lonely "
@@ -162,12 +165,28 @@ def check_fidelity(original: str, rewrite: str, embedder: Embedder | None, thres
         kept = any(t is not None and stem(t) == stem(target) for _, t in dst_negations) if target else dst_negations
         if not kept:
             missing.append(f"the negation '{' '.join(x for x in (cue, target) if x)}' is missing")
-    missing += [f"the noun '{n}' is missing" for n in main_nouns(src) if stem(n) not in dst_stems]
+    lost_nouns = [n for n in main_nouns(src) if stem(n) not in dst_stems]
+    if lost_nouns and embedder is not None:
+        lost_nouns = _without_synonyms(lost_nouns, dst, embedder)
+    missing += [f"the noun '{n}' is missing" for n in lost_nouns]
     similarity = None
     if embedder is not None:
         e = embedder([original, rewrite]).float()
         similarity = float(torch.nn.functional.cosine_similarity(e[0:1], e[1:2]).item())
     return FidelityReport(similarity, threshold, missing)
+
+
+def _without_synonyms(nouns: list[str], rewrite_words: Sequence[str], embedder: Embedder) -> list[str]:
+    """The nouns no rewrite word stands in for: plain words replacing slang ("kids" -> "children")
+    are what the rewriter is asked for. A word counts when its embedding is within
+    SYNONYM_SIMILARITY of the noun (MiniLM: kids/children 0.88, sofa/couch 0.86, but
+    cat/dog 0.66, man/woman 0.33, car/truck 0.69)."""
+    candidates = list(dict.fromkeys(w for w in rewrite_words if w not in STOPWORDS and not w[0].isdigit()))
+    if not candidates:
+        return nouns
+    e = torch.nn.functional.normalize(embedder(nouns + candidates).float(), dim=-1)
+    best = (e[: len(nouns)] @ e[len(nouns):].T).max(dim=1).values
+    return [n for n, b in zip(nouns, best.tolist()) if b < SYNONYM_SIMILARITY]
 
 
 @functools.lru_cache(maxsize=1)

@@ -320,6 +320,52 @@ def _template_from(entry: dict[str, Any] | None, default: PromptTemplate) -> Pro
     return default if entry is None else PromptTemplate(entry["template"], entry.get("crop_start"))
 
 
+def _read_meta(model_dir: Path) -> dict[str, Any]:
+    meta_path = model_dir / "videoforge.json"
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
+def _packaged_encoder(model_dir: Path, meta: dict[str, Any], dtype: torch.dtype, device: torch.device | str) -> MiniLMTextEncoder | None:
+    entry = meta.get("text_encoders")
+    if entry is None:
+        return None
+    entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+    if entry.get("name") != MINILM_PACKAGE:
+        raise ValueError(f"{model_dir / 'videoforge.json'}: unknown packaged text encoder {entry.get('name')!r}; known: {MINILM_PACKAGE}")
+    return load_minilm_encoder(int(entry.get("max_length", 77)), dtype=dtype, device=device)
+
+
+def _require(model_dir: Path, *folders: Path) -> None:
+    missing = [str(p) for p in folders if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"no text encoders in {model_dir}: missing {', '.join(missing)} (expected text_encoder/ + "
+            "text_encoder_2/, or a `text_encoders` entry in videoforge.json)"
+        )
+
+
+def _beside(model_dir: Path, name: str, fallback: Path) -> Path:
+    """A diffusers-layout sibling folder (`tokenizer/`, `image_processor/`), else the model's own folder."""
+    return model_dir / name if (model_dir / name).is_dir() else fallback
+
+
+def _load_clip(model_dir: Path, dtype: torch.dtype, device: torch.device | str) -> CLIPPooledEncoder:
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    clip_dir = model_dir / "text_encoder_2"
+    clip = CLIPTextModel.from_pretrained(clip_dir, dtype=dtype, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(_beside(model_dir, "tokenizer_2", clip_dir), local_files_only=True)
+    return CLIPPooledEncoder(clip.to(device).eval(), tokenizer)
+
+
+def _load_llm_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
 def load_text_encoders(
     model_dir: str | Path,
     dtype: torch.dtype = torch.float16,
@@ -336,41 +382,56 @@ def load_text_encoders(
       layout). Optional `prompt_templates` {"video"|"image": {"template", "crop_start"}} in
       `videoforge.json` replace the release's templates.
     """
-    from transformers import AutoModel, AutoTokenizer, CLIPTextModel
+    from transformers import AutoModel
 
     model_dir = Path(model_dir)
-    meta_path = model_dir / "videoforge.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    entry = meta.get("text_encoders")
-    if entry is not None:
-        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
-        if entry.get("name") != MINILM_PACKAGE:
-            raise ValueError(f"{meta_path}: unknown packaged text encoder {entry.get('name')!r}; known: {MINILM_PACKAGE}")
-        return load_minilm_encoder(int(entry.get("max_length", 77)), dtype=dtype, device=device)
-
-    llm_dir, clip_dir = model_dir / "text_encoder", model_dir / "text_encoder_2"
-    missing = [str(p) for p in (llm_dir, clip_dir) if not p.is_dir()]
-    if missing:
-        raise FileNotFoundError(
-            f"no text encoders in {model_dir}: missing {', '.join(missing)} (expected text_encoder/ + "
-            "text_encoder_2/, or a `text_encoders` entry in videoforge.json)"
-        )
-    tok_dir = model_dir / "tokenizer" if (model_dir / "tokenizer").is_dir() else llm_dir
-    tok2_dir = model_dir / "tokenizer_2" if (model_dir / "tokenizer_2").is_dir() else clip_dir
-
+    meta = _read_meta(model_dir)
+    packaged = _packaged_encoder(model_dir, meta, dtype, device)
+    if packaged is not None:
+        return packaged
+    llm_dir = model_dir / "text_encoder"
+    _require(model_dir, llm_dir, model_dir / "text_encoder_2")
     llm = AutoModel.from_pretrained(llm_dir, dtype=dtype, local_files_only=True)
     llm = getattr(llm, "language_model", llm)  # LLaVA folder: keep the text tower
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    tokenizer.padding_side = "right"
-    clip = CLIPTextModel.from_pretrained(clip_dir, dtype=dtype, local_files_only=True)
-    tokenizer_2 = AutoTokenizer.from_pretrained(tok2_dir, local_files_only=True)
-
     templates = meta.get("prompt_templates", {})
     encoder = LLMTextEncoder(
         llm.to(device).eval(),
-        tokenizer,
+        _load_llm_tokenizer(_beside(model_dir, "tokenizer", llm_dir)),
         text_len=int(meta.get("text_len", text_len)),
         video_template=_template_from(templates.get("video"), RELEASE_VIDEO_TEMPLATE),
         image_template=_template_from(templates.get("image"), RELEASE_IMAGE_TEMPLATE),
     )
-    return HunyuanTextEncoders(encoder, CLIPPooledEncoder(clip.to(device).eval(), tokenizer_2))
+    return HunyuanTextEncoders(encoder, _load_clip(model_dir, dtype, device))
+
+
+def load_i2v_text_encoders(
+    model_dir: str | Path,
+    dtype: torch.dtype = torch.float16,
+    device: torch.device | str = "cpu",
+    text_len: int = 256,
+    image_interleave: int = 4,
+) -> HunyuanI2VTextEncoders | MiniLMTextEncoder:
+    """The image-to-video encoders: a full LLaVA (`text_encoder_i2v/` or `text_encoder/`, with its
+    tokenizer and CLIP image processor beside or inside it) + CLIP-L; a packaged encoder named in
+    `videoforge.json` (text only) for the tiny model."""
+    from transformers import AutoImageProcessor, LlavaForConditionalGeneration
+
+    model_dir = Path(model_dir)
+    meta = _read_meta(model_dir)
+    packaged = _packaged_encoder(model_dir, meta, dtype, device)
+    if packaged is not None:
+        return packaged
+    llava_dir = _beside(model_dir, "text_encoder_i2v", model_dir / "text_encoder")
+    _require(model_dir, llava_dir, model_dir / "text_encoder_2")
+    llava = LlavaForConditionalGeneration.from_pretrained(llava_dir, dtype=dtype, local_files_only=True)
+    processor = AutoImageProcessor.from_pretrained(_beside(model_dir, "image_processor", llava_dir), local_files_only=True)
+    template = meta.get("prompt_templates", {}).get("i2v")
+    encoder = LlavaTextEncoder(
+        llava.to(device).eval(),
+        _load_llm_tokenizer(_beside(model_dir, "tokenizer", llava_dir)),
+        processor,
+        text_len=int(meta.get("text_len", text_len)),
+        template=_template_from(template, RELEASE_I2V_TEMPLATE),
+        image_interleave=image_interleave,
+    )
+    return HunyuanI2VTextEncoders(encoder, _load_clip(model_dir, dtype, device))

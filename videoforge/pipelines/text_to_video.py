@@ -108,7 +108,7 @@ class TextToVideoPipeline:
         device: torch.device | str = "cpu",
         offload: str = "none",
         attention: str | None = None,
-        load_text_encoders: bool = True,
+        with_text_encoders: bool = True,
         vae_tiling: bool = True,
     ) -> "TextToVideoPipeline":
         """Load a model folder (ours, diffusers' or the release's `ckpts/`) in `dtype`.
@@ -116,7 +116,6 @@ class TextToVideoPipeline:
         `attention`: "sdpa" or "flash" (flash-attn, when installed) for every attention module."""
         from videoforge.models import load_dit, load_vae
         from videoforge.models.attention import set_attention_backend
-        from videoforge.models.text_encoders import load_text_encoders as load_encoders
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
@@ -126,9 +125,15 @@ class TextToVideoPipeline:
         load_device = "cpu" if offload == "model" else device
         dit = load_dit(model_dir, device=load_device, dtype=dtype).eval()
         vae = load_vae(model_dir, device=load_device, dtype=dtype).eval()
-        encoders = load_encoders(model_dir, dtype=dtype, device=load_device) if load_text_encoders else None
+        encoders = cls.load_text_encoders(model_dir, dtype=dtype, device=load_device) if with_text_encoders else None
         defaults = GenerationDefaults.from_meta(read_meta(model_dir))
         return cls(dit, vae, encoders, defaults, device=device, offload=offload, vae_tiling=vae_tiling)
+
+    @staticmethod
+    def load_text_encoders(model_dir: Path, dtype: torch.dtype, device: torch.device | str) -> TextEncoderSet:
+        from videoforge.models.text_encoders import load_text_encoders
+
+        return load_text_encoders(model_dir, dtype=dtype, device=device)
 
     @contextlib.contextmanager
     def _using(self, module: nn.Module) -> Iterator[None]:

@@ -247,7 +247,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         description="Render short videos and images of coloured shapes (circle, square, triangle, star) moving "
         "left/right/up/down, growing, shrinking or still on plain backgrounds, plus camera moves over layered "
         "scenes, each with a structured caption and its ground truth. Writes DIR/manifest.parquet (SCHEMA.md, "
-        "tiers video-SIZE-FRAMES, camera-SIZE-FRAMES and image-SIZE), DIR/clips/*.mp4, DIR/images/*.png and "
+        "tiers video-SIZE-FRAMES, camera-SIZE-FRAMES, image-SIZE and shapes-SIZE), DIR/clips/*.mp4, DIR/images/*.png and "
         "DIR/ground_truth.jsonl. The same seed always gives the same dataset.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -44,9 +44,10 @@ def test_manifest_has_the_curation_schema_and_kept_rows(dataset):
         assert r["camera_motion"] is not None
     camera = [r for r in videos if "camera-32-9" in r["tiers"]]
     assert camera and all(json.loads(r["caption"])["camera_motion"] == r["camera_motion"] for r in camera)
-    assert all(r["camera_motion"] == "static" for r in videos if r not in camera)
+    assert all(r["camera_motion"] == "static" and "shapes-32" in r["tiers"] for r in videos if r not in camera)
+    assert not any("shapes-32" in r["tiers"] for r in camera)
     for r in images:
-        assert r["path"].startswith("images/") and r["tiers"] == ["image-32"] and r["camera_motion"] is None
+        assert r["path"].startswith("images/") and r["tiers"] == ["image-32", "shapes-32"] and r["camera_motion"] is None
 
 
 def test_clips_decode_to_the_rendered_ground_truth(dataset):

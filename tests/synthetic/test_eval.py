@@ -2,6 +2,7 @@
 checks that the evaluation runs and reports, not its numbers)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
 from videoforge.synthetic.evaluate import EvalResult, eval_prompts, format_report, summarise, vae_psnr
 from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM encoder comes from its package, never the hub
 
 
 @pytest.fixture(scope="module")

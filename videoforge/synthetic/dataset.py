@@ -1,7 +1,9 @@
 """`videoforge synth`: a shapes-world dataset in the layout `curate` emits, so training reads it
 the way it reads real data.
 
-    DIR/manifest.parquet        SCHEMA.md columns (the curation writer), every row `kept`, captioned
+    DIR/manifest.parquet        SCHEMA.md columns (the curation writer), every row `kept`, captioned;
+                                tiers video-S-F (all videos), camera-S-F (camera moves), image-S
+                                (images) and shapes-S (every shapes image and video, no camera moves)
     DIR/clips/<clip_id>.mp4     H.264 videos: shapes, and camera moves over layered scenes
     DIR/images/<clip_id>.png    still images of shapes
     DIR/ground_truth.jsonl      per row: exactly what was drawn (objects, paths, camera label)
@@ -119,6 +121,7 @@ def _render_sample(cfg: SynthConfig, kind: str, index: int) -> dict[str, Any]:
         scene_cfg = SceneConfig(width=cfg.size, height=cfg.size, num_frames=n, two_object_prob=cfg.two_object_prob)
         spec = sample_scene(rng, scene_cfg, exclude=HOLDOUT if cfg.holdout else ())
         frames, caption, truth = render(spec), shapes_caption(spec, rng), spec.ground_truth()
+        tiers.append(f"shapes-{cfg.size}")  # images and videos of shapes together, for one-source recipes
         label = "static" if kind == "video" else None
     if kind == "video":
         from videoforge.pipelines.video_io import write_mp4

@@ -20,12 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from videoforge.diffusion.guidance import classifier_free_guidance, embedded_guidance
 from videoforge.diffusion.samplers import ModelFn, sample_euler
 from videoforge.diffusion.schedules import flow_sigmas
 from videoforge.models.text_encoders import HunyuanI2VTextEncoders, TextEmbeddings, TextEncoderSet
 from videoforge.pipelines.sizes import check_size
-from videoforge.pipelines.text_to_video import TextToVideoPipeline, VideoOutput, _drop_common_padding, dit_model_fn
+from videoforge.pipelines.text_to_video import TextToVideoPipeline, VideoOutput, drop_common_padding, dit_model_fn
 from videoforge.pipelines.video_io import to_uint8_frames
 
 I2V_NEGATIVE_PROMPT = "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
@@ -161,6 +160,8 @@ class ImageToVideoPipeline(TextToVideoPipeline):
         flow_shift = (I2V_STABILITY_SHIFT if stability else I2V_SHIFT) if flow_shift is None else flow_shift
         if output_type not in ("video", "latent"):
             raise ValueError(f"output_type must be 'video' or 'latent', got {output_type!r}")
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("give either prompt or prompt_embeds")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else prompt
         batch = len(prompts) if prompts is not None else prompt_embeds.shape[0]
@@ -182,8 +183,6 @@ class ImageToVideoPipeline(TextToVideoPipeline):
         if prompt_embeds is not None:
             text = self._text(None, prompt_embeds, prompt_attention_mask, pooled_prompt_embeds, False, "prompt")
         else:
-            if prompts is None:
-                raise ValueError("give either prompt or prompt_embeds")
             text = self._encode(prompts, images)
         text = text.to(self.device, dtype)
         uncond = None
@@ -196,29 +195,15 @@ class ImageToVideoPipeline(TextToVideoPipeline):
                 negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else negative_prompt
                 uncond = self._encode(negatives, [np.zeros_like(im) for im in images])
             uncond = uncond.to(self.device, dtype)
-        text, uncond = _drop_common_padding(text, uncond)
+        text, uncond = drop_common_padding(text, uncond)
 
         # 3. Noise and conditioning.
-        channels = self.vae.config.latent_channels
-        shape = (batch, channels, *self.latent_shape(batch, height, width, num_frames)[2:])
-        if latents is None:
-            if seed is None:
-                import random
-
-                seed = random.SystemRandom().randrange(2**31)
-            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(self.device, torch.float32)
+        shape = (batch, self.vae.config.latent_channels, *self.latent_shape(batch, height, width, num_frames)[2:])
+        latents = self.initial_latents(shape, seed, latents)
         image_latents = image_latents.to(self.device)
         if stability:
             latents = 0.999 * latents + 0.001 * image_latents  # broadcast over frames
-
-        cond: dict[str, Any] = {"text_states": text.states, "text_mask": text.mask, "text_pooled": text.pooled}
-        if self.dit.config.guidance_embed:
-            cond["guidance"] = embedded_guidance(guidance_scale, batch, self.device, round_bf16=round_guidance_bf16)
-        model_fn = dit_model_fn(self.dit)
-        keep = None
+        model_fn, keep = dit_model_fn(self.dit), None
         if cond_type == "latent_concat":
             first = torch.zeros_like(latents)
             first[:, :, :1] = image_latents
@@ -227,11 +212,7 @@ class ImageToVideoPipeline(TextToVideoPipeline):
             frame0 = torch.zeros_like(latents, dtype=torch.bool)
             frame0[:, :, :1] = True
             keep = (frame0, image_latents.expand_as(latents))
-        if uncond is not None:
-            negative = {"text_states": uncond.states, "text_mask": uncond.mask, "text_pooled": uncond.pooled}
-            if "guidance" in cond:
-                negative["guidance"] = cond["guidance"]
-            model_fn = classifier_free_guidance(model_fn, cfg_scale, negative)
+        model_fn, cond = self.guided(model_fn, text, uncond, guidance_scale, cfg_scale, round_guidance_bf16)
 
         # 4. Sample and decode.
         with self._using(self.dit):

@@ -55,7 +55,7 @@ def dit_model_fn(dit: nn.Module) -> Callable[..., torch.Tensor]:
     return velocity
 
 
-def _drop_common_padding(
+def drop_common_padding(
     text: TextEmbeddings, uncond: TextEmbeddings | None
 ) -> tuple[TextEmbeddings, TextEmbeddings | None]:
     """Cut the text positions that are padding in every sample (both branches): padded tokens are
@@ -177,6 +177,38 @@ class TextToVideoPipeline:
             raise ValueError(f"give either {what} or {what}_embeds")
         return self.encode_prompt(prompts, single_frame=single_frame)
 
+    def initial_latents(self, shape: tuple[int, ...], seed: int | None, latents: torch.Tensor | None) -> torch.Tensor:
+        """float32 noise from a seeded CPU generator (so a seed means the same video on any device),
+        or the given `latents` after a shape check."""
+        if latents is None:
+            seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        return latents.to(self.device, torch.float32)
+
+    def guided(
+        self,
+        model_fn: Callable[..., torch.Tensor],
+        text: TextEmbeddings,
+        uncond: TextEmbeddings | None,
+        guidance_scale: float,
+        cfg_scale: float,
+        round_guidance_bf16: bool,
+    ) -> tuple[Callable[..., torch.Tensor], dict[str, Any]]:
+        """The sampler's model function and its keyword inputs: text, embedded guidance (for a
+        guidance-distilled DiT) and, with an unconditional branch, true CFG around it all."""
+        cond: dict[str, Any] = {"text_states": text.states, "text_mask": text.mask, "text_pooled": text.pooled}
+        if self.dit.config.guidance_embed:
+            batch = text.states.shape[0]
+            cond["guidance"] = embedded_guidance(guidance_scale, batch, self.device, round_bf16=round_guidance_bf16)
+        if uncond is not None:
+            negative = {"text_states": uncond.states, "text_mask": uncond.mask, "text_pooled": uncond.pooled}
+            if "guidance" in cond:
+                negative["guidance"] = cond["guidance"]
+            model_fn = classifier_free_guidance(model_fn, cfg_scale, negative)
+        return model_fn, cond
+
     @torch.no_grad()
     def __call__(
         self,
@@ -242,34 +274,17 @@ class TextToVideoPipeline:
                 single_frame, "negative_prompt",
             ).to(self.device, dtype)
 
-        text, uncond = _drop_common_padding(text, uncond)
+        text, uncond = drop_common_padding(text, uncond)
 
-        # 2. Initial noise: float32 from a seeded CPU generator, so a seed means the same video everywhere.
-        shape = self.latent_shape(batch, height, width, num_frames)
-        if latents is None:
-            if seed is None:
-                seed = random.SystemRandom().randrange(2**31)
-            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape} for {batch}x{num_frames}x{height}x{width}, got {tuple(latents.shape)}")
-        latents = latents.to(self.device, torch.float32)
-
-        # 3. Sample.
-        cond: dict[str, Any] = {"text_states": text.states, "text_mask": text.mask, "text_pooled": text.pooled}
-        if getattr(self.dit.config, "guidance_embed", True):
-            cond["guidance"] = embedded_guidance(guidance_scale, batch, self.device, round_bf16=round_guidance_bf16)
-        model_fn = dit_model_fn(self.dit)
-        if uncond is not None:
-            negative = {"text_states": uncond.states, "text_mask": uncond.mask, "text_pooled": uncond.pooled}
-            if "guidance" in cond:
-                negative["guidance"] = cond["guidance"]
-            model_fn = classifier_free_guidance(model_fn, cfg_scale, negative)
+        # 2. Initial noise, then sample.
+        latents = self.initial_latents(self.latent_shape(batch, height, width, num_frames), seed, latents)
+        model_fn, cond = self.guided(dit_model_fn(self.dit), text, uncond, guidance_scale, cfg_scale, round_guidance_bf16)
         with self._using(self.dit):
             latents = sample_euler(model_fn, latents, flow_sigmas(steps, flow_shift), extra_args=cond, callback=callback)
         if output_type == "latent":
             return latents
 
-        # 4. Decode.
+        # 3. Decode.
         videos = self.decode(latents)
         fps = float(d.fps)
         outputs = [VideoOutput(to_uint8_frames(v), fps) for v in videos]

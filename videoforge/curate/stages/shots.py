@@ -10,14 +10,17 @@ import cv2
 import numpy as np
 
 from videoforge.curate.stage import Clip, Stage
+from videoforge.curate.stages.transnet import TransNetV2Cuts
 
 
 @dataclass
 class ShotOptions:
-    detectors: list[str] = field(default_factory=lambda: ["content", "hash"])  # content, adaptive, hash
+    # content, adaptive, hash (PySceneDetect); transnetv2 (optional package, see stages/transnet.py)
+    detectors: list[str] = field(default_factory=lambda: ["content", "hash"])
     content_threshold: float = 27.0  # PySceneDetect ContentDetector default
     adaptive_threshold: float = 3.0  # Open-Sora's AdaptiveDetector setting
     hash_threshold: float = 0.395  # PySceneDetect HashDetector default
+    transnet_threshold: float = 0.3  # TransNetV2 under-fires at its 0.5 default on unusual content
     min_scene_len: int = 8  # frames between two cuts of one detector
     merge_window: int = 2  # cuts of different detectors this close are one cut
     flash_veto: bool = True
@@ -36,27 +39,35 @@ def _detector(name: str, o: ShotOptions):
         return AdaptiveDetector(adaptive_threshold=o.adaptive_threshold, min_scene_len=o.min_scene_len)
     if name == "hash":
         return HashDetector(threshold=o.hash_threshold, min_scene_len=o.min_scene_len)
-    raise ValueError(f"unknown shot detector {name!r}; expected content, adaptive or hash")
+    raise ValueError(f"unknown shot detector {name!r}; expected content, adaptive, hash or transnetv2")
 
 
-def detect_cuts(frames: np.ndarray, fps: float, o: ShotOptions) -> list[int]:
+def detect_cuts(frames: np.ndarray, fps: float, o: ShotOptions, transnet: TransNetV2Cuts | None = None) -> list[int]:
     """Frame indices where a new shot starts (0 excluded), fused over `o.detectors`."""
     from scenedetect import FrameTimecode
 
-    found: list[int] = []
+    # (cut, first, last): the cut and the frames the transition spans, for the flash veto.
+    found: list[tuple[int, int, int]] = []
     for name in o.detectors:
+        if name == "transnetv2":
+            if transnet is None:
+                raise ValueError("the transnetv2 detector is not loaded (ShotStage.setup() loads it)")
+            found += transnet.transitions(frames)
+            continue
         det = _detector(name, o)
+        cuts = []
         for i, rgb in enumerate(frames):
             bgr = np.ascontiguousarray(rgb[..., ::-1])
-            found += [c.frame_num for c in det.process_frame(FrameTimecode(i, fps), bgr)]
-        found += [c.frame_num for c in det.post_process(FrameTimecode(len(frames) - 1, fps))]
-    cuts: list[int] = []
-    for c in sorted(set(found)):
-        if 0 < c < len(frames) and not (cuts and c - cuts[-1] <= o.merge_window):
-            cuts.append(c)
+            cuts += [c.frame_num for c in det.process_frame(FrameTimecode(i, float(fps)), bgr)]
+        cuts += [c.frame_num for c in det.post_process(FrameTimecode(len(frames) - 1, float(fps)))]
+        found += [(c, c, c) for c in cuts]
+    fused: list[tuple[int, int, int]] = []
+    for cut in sorted(set(found)):
+        if 0 < cut[0] < len(frames) and not (fused and cut[0] - fused[-1][0] <= o.merge_window):
+            fused.append(cut)
     if o.flash_veto:
-        cuts = [c for c in cuts if not _is_flash(frames, c, o)]
-    return cuts
+        fused = [c for c in fused if not _is_flash(frames, c[1], c[2], o)]
+    return [c for c, _, _ in fused]
 
 
 def _normalised_thumb(rgb: np.ndarray) -> np.ndarray:
@@ -66,11 +77,14 @@ def _normalised_thumb(rgb: np.ndarray) -> np.ndarray:
     return g / (np.linalg.norm(g) + 1e-6)
 
 
-def _is_flash(frames: np.ndarray, cut: int, o: ShotOptions) -> bool:
-    """A flash leaves the picture as it was: some frame shortly after the "cut" correlates with
-    the frame before it after brightness normalisation, while a real cut changes the content."""
-    before = _normalised_thumb(frames[cut - 1])
-    after = range(cut + 1, min(len(frames), cut + o.flash_window + 1))
+def _is_flash(frames: np.ndarray, first: int, last: int, o: ShotOptions) -> bool:
+    """A flash leaves the picture as it was: some frame shortly after the transition (frames
+    first..last) correlates with the frame before it after brightness normalisation, while a real
+    cut or dissolve changes the content."""
+    if first < 1:
+        return False
+    before = _normalised_thumb(frames[first - 1])
+    after = range(last + 1, min(len(frames), last + o.flash_window + 1))
     return any(float((before * _normalised_thumb(frames[i])).sum()) > o.flash_similarity for i in after)
 
 
@@ -90,9 +104,14 @@ class ShotStage(Stage):
 
     def __init__(self, options: ShotOptions) -> None:
         self.options = options
+        self.transnet: TransNetV2Cuts | None = None
+
+    def setup(self) -> None:
+        if "transnetv2" in self.options.detectors:
+            self.transnet = TransNetV2Cuts(self.options.transnet_threshold)
 
     def process(self, clip: Clip) -> Clip:
-        clip.cuts = [] if clip.kind == "image" else detect_cuts(clip.frames, clip.fps, self.options)
+        clip.cuts = [] if clip.kind == "image" else detect_cuts(clip.frames, clip.fps, self.options, self.transnet)
         return clip
 
 

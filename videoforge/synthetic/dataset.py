@@ -60,7 +60,8 @@ class SynthConfig:
     holdout: bool = True
     camera_fraction: float = 0.1  # share of the videos that are camera moves over layered scenes
     two_object_prob: float = 0.25
-    crf: int = 12
+    crf: int = 0  # lossless: the decoded pixels are exactly the rendered ones after 4:2:0 (x264 lossy
+    # coding decisions vary from run to run here, so lossy clips would not be reproducible)
     workers: int = 1
     overwrite: bool = False
 

@@ -89,3 +89,17 @@ def test_bad_pairs_and_adapters_are_named(tmp_path, tiny_chat_model_dir, capsys)
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert main(["rewrite", "a cat", "--model", str(tiny_chat_model_dir), "--lora", str(tmp_path)]) == 1
     assert "is not a LoRA adapter folder" in capsys.readouterr().err
+
+
+def test_templates_without_a_system_turn_get_the_instructions_in_the_user_turn(tiny_chat_model_dir):
+    from transformers import AutoTokenizer
+
+    from videoforge.rewrite.backends import render_chat
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model_dir)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    text = render_chat(tok, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], True)
+    assert text == "[user] S\n\nU [assistant]"

@@ -41,6 +41,21 @@ def load_causal_lm(model: str | Path, dtype: torch.dtype = torch.float32) -> tup
     return lm, tokenizer
 
 
+def render_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+    """The chat template applied as text. Templates that refuse a system turn (some chat models
+    have none) get the instructions folded into the first user turn instead."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
+    except TemplateError:
+        if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+            raise
+        system, first, *rest = messages
+        folded = {**first, "content": f"{system['content']}\n\n{first['content']}"}
+        return tokenizer.apply_chat_template([folded, *rest], add_generation_prompt=add_generation_prompt, tokenize=False)
+
+
 class LocalChatLLM:
     """Greedy generation from a local chat model (deterministic, so rewrites cache cleanly)."""
 
@@ -62,7 +77,7 @@ class LocalChatLLM:
 
     @torch.no_grad()
     def __call__(self, messages: Sequence[Message]) -> str:
-        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        prompt = render_chat(self.tokenizer, messages, add_generation_prompt=True)
         tokens = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         out = self.model.generate(

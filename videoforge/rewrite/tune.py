@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from videoforge.rewrite.backends import load_causal_lm
+from videoforge.rewrite.backends import load_causal_lm, render_chat
 from videoforge.rewrite.templates import SYSTEM_PROMPTS, TEMPLATE_VERSION
 
 
@@ -55,8 +55,8 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 def encode_pair(tokenizer, original: str, rewritten: str, mode: str, max_length: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels) with labels -100 on everything before the assistant's reply."""
     messages = [{"role": "system", "content": SYSTEM_PROMPTS[mode]}, {"role": "user", "content": original}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": rewritten}], tokenize=False)
+    prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
+    full = render_chat(tokenizer, messages + [{"role": "assistant", "content": rewritten}], add_generation_prompt=False)
     # The completion is whatever the template puts after the generation prompt (reply + end token).
     completion = full[len(prompt):] if full.startswith(prompt) else rewritten + (tokenizer.eos_token or "")
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

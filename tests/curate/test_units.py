@@ -137,3 +137,58 @@ def test_transnetv2_fused_finds_a_dissolve_the_content_detectors_miss():
     assert torch.are_deterministic_algorithms_enabled() == deterministic  # global state left alone
     (cut,) = detect_cuts(frames, 24.0, stage.options, stage.transnet)
     assert 24 <= cut <= 40
+
+
+def _clip(frames: np.ndarray) -> Clip:
+    h, w = frames.shape[1:3]
+    return Clip(source="synthetic", start_frame=0, end_frame=len(frames) - 1, fps=24.0, source_width=w,
+                source_height=h, frames=frames)
+
+
+def test_people_count_on_drawn_faces():
+    from videoforge.curate.stages.people import PeopleOptions, PeopleStage
+    from videoforge.curate.synthetic import draw_face
+
+    frames = np.full((3, 144, 256, 3), 90, np.uint8)
+    for f in frames:
+        draw_face(f, 70, 70, 40)
+        draw_face(f, 180, 70, 36)
+    stage = PeopleStage(PeopleOptions(max_people=1))
+    stage.setup()
+    faces = run_stage(stage, _clip(frames))
+    assert faces.num_people == 2 and faces.drop_stage == "people"
+    assert run_stage(stage, _clip(moving_shot(3, 3, 256, 144))).num_people == 0
+
+
+def test_subtitles_cropped_not_counted_and_big_text_dropped():
+    from videoforge.curate.stages.ocr import OCROptions, OCRStage
+    from videoforge.curate.synthetic import with_subtitle, with_text
+
+    stage = OCRStage(OCROptions())
+    stage.setup()
+    sub = run_stage(stage, _clip(with_subtitle(moving_shot(5, 8, 256, 144))))
+    assert sub.status == "kept" and sub.scores["text_area"] < 0.01
+    x0, y0, x1, y1 = sub.crop
+    assert (x0, y0, x1) == (0, 0, 256) and 100 <= y1 <= 128  # cut just above the subtitle line
+    assert sub.frames.shape[1:3] == (y1, 256)
+    big = run_stage(stage, _clip(with_text(moving_shot(5, 8, 256, 144))))
+    assert big.drop_stage == "ocr" and big.scores["text_area"] > 0.1 and big.crop is None
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    from videoforge.cli import main
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "bad.yaml").write_text("quality: {model: 'no_such_module:build'}\n")
+    (tmp_path / "typo.yaml").write_text("blur: {min_sharpnes: 3}\n")
+    moving = moving_shot(1, 4, 64, 64)[0]
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "raw" / "a.png"), moving)
+    assert main(["curate", str(tmp_path / "raw"), str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml"),
+                 "--no-progress"]) == 1
+    assert "model slot 'no_such_module:build' cannot be loaded" in capsys.readouterr().err
+    assert main(["curate", str(tmp_path / "raw"), str(tmp_path / "out"), "--config", str(tmp_path / "typo.yaml")]) == 1
+    assert "blur: unknown key(s) ['min_sharpnes']" in capsys.readouterr().err
+    assert main(["curate", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 1
+    assert "is not a folder, a file, or a URI" in capsys.readouterr().err

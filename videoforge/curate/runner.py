@@ -61,18 +61,24 @@ def _process_safely(processor: InputProcessor, source: str, out_dir: Path, part:
 
 # --- local engine -------------------------------------------------------------------------------
 _WORKER: InputProcessor | None = None
+_WORKER_ERROR: str | None = None
 
 
 def _init_worker(cfg_dict: dict[str, Any]) -> None:
     import cv2
 
-    global _WORKER
+    global _WORKER, _WORKER_ERROR
     cv2.setNumThreads(1)  # one core per worker process
-    _WORKER = InputProcessor(config_from_dict(cfg_dict))
-    _WORKER.setup()
+    try:
+        _WORKER = InputProcessor(config_from_dict(cfg_dict))
+        _WORKER.setup()
+    except Exception as e:  # noqa: BLE001 - a pool respawns workers whose initializer raises, forever
+        _WORKER_ERROR = f"worker setup failed: {type(e).__name__}: {e}"
 
 
 def _work(job: tuple[str, str, str]) -> tuple[str, Counter]:
+    if _WORKER_ERROR:
+        raise RuntimeError(_WORKER_ERROR)
     source, out_dir, part = job
     return _process_safely(_WORKER, source, Path(out_dir), Path(part))
 
@@ -177,15 +183,15 @@ def finalize(rows: list[dict[str, Any]], out_dir: Path, cfg: CurateConfig, progr
     """The global steps and the outputs: dedup, concepts, tiers, manifest, lists, report."""
     steps = tqdm(total=4, desc=f"{'global':>11}", disable=not progress)
     dropped = remove_duplicates(rows, cfg.dedup)
-    for r in rows:  # duplicates were written by their worker before dedup could know
-        if r["drop_stage"] == "dedup" and r["path"]:
-            (out_dir / r["path"]).unlink(missing_ok=True)
+    for r in rows:  # duplicates were written by their worker before dedup could know; removed below
+        if r["drop_stage"] == "dedup":
             r["path"] = None
     steps.update(1)
     num_concepts = assign_concepts(rows, cfg.concepts)
     steps.update(1)
     tier_counts = assign_tiers(rows, cfg.tiers, cfg.finetune)
     steps.update(1)
+    _remove_unreferenced_outputs(out_dir, rows)
     manifest = write_manifest(out_dir, rows)
     _write_embeddings(out_dir, rows)
     _write_finetune_list(out_dir, rows)
@@ -199,6 +205,17 @@ def finalize(rows: list[dict[str, Any]], out_dir: Path, cfg: CurateConfig, progr
     steps.update(1)
     steps.close()
     return summary
+
+
+def _remove_unreferenced_outputs(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Clips and images no row points at (duplicates, leftovers of a run with another config):
+    the output folders hold exactly the manifest's kept files."""
+    referenced = {r["path"] for r in rows if r["path"]}
+    for sub in (CLIPS_DIR, IMAGES_DIR):
+        if (out_dir / sub).is_dir():
+            for f in (out_dir / sub).iterdir():
+                if f.is_file() and f"{sub}/{f.name}" not in referenced:
+                    f.unlink()
 
 
 def _write_embeddings(out_dir: Path, rows: list[dict[str, Any]]) -> None:

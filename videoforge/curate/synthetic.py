@@ -80,6 +80,29 @@ def with_text(frames: np.ndarray, text: str = "BREAKING NEWS", scale: float = 1.
     return out
 
 
+def draw_face(img: np.ndarray, cx: int, cy: int, size: int) -> None:
+    """A cartoon frontal face (skin oval, dark eyes and brows, nose, mouth): enough for a
+    Haar face detector, so the people count has something to count."""
+    s = size
+    cv2.ellipse(img, (cx, cy), (int(s * 0.8), s), 0, 0, 360, (220, 180, 150), -1)
+    for dx in (-1, 1):
+        cv2.ellipse(img, (cx + int(dx * s * 0.35), cy - int(s * 0.25)), (int(s * 0.18), int(s * 0.09)), 0, 0, 360,
+                    (40, 40, 40), -1)
+        cv2.line(img, (cx + int(dx * s * 0.15), cy - int(s * 0.45)), (cx + int(dx * s * 0.55), cy - int(s * 0.45)),
+                 (30, 30, 30), max(1, s // 12))
+    cv2.line(img, (cx, cy - int(s * 0.1)), (cx, cy + int(s * 0.2)), (160, 120, 100), max(1, s // 15))
+    cv2.ellipse(img, (cx, cy + int(s * 0.5)), (int(s * 0.3), int(s * 0.08)), 0, 0, 360, (140, 60, 60), -1)
+
+
+def with_subtitle(frames: np.ndarray, text: str = "we met at noon") -> np.ndarray:
+    """A small white subtitle line at the bottom of every frame."""
+    out = frames.copy()
+    h = frames.shape[1]
+    for f in out:
+        cv2.putText(f, text, (20, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    return out
+
+
 def letterboxed(frames: np.ndarray, bar: int) -> np.ndarray:
     """Content squeezed between black bars of `bar` rows at top and bottom."""
     n, h, w = frames.shape[:3]

@@ -297,6 +297,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, help="denoising steps (default: the model folder's)")
     s.add_argument("--batch-size", type=int, default=4, help="prompts per generation batch (default: %(default)s)")
     s.add_argument("--prompts", type=int, default=28, help="in-distribution prompts besides the held-out ones (default: %(default)s)")
+    s.add_argument("--repeats", type=int, default=1,
+                   help="generate every prompt this many times (other noise, alternating phrasings) (default: %(default)s)")
     s.add_argument("--psnr-samples", type=int, default=8, help="fresh clips for the VAE PSNR; 0 skips it (default: %(default)s)")
     s.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     s.add_argument("--check-scorer", type=int, metavar="N", help="score N rendered clips (no model) and print the scorer's accuracy")
@@ -322,7 +324,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             raise CLIError("no bundled model in this build: pass --model-dir DIR")
         try:
             report = evaluate.evaluate_model(model_dir, args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                             psnr_samples=args.psnr_samples, num_in_distribution=args.prompts,
+                                             psnr_samples=args.psnr_samples, num_in_distribution=args.prompts, repeats=args.repeats,
                                              device=args.device, progress=not args.quiet)
         except (ValueError, FileNotFoundError) as e:
             raise CLIError(str(e)) from None

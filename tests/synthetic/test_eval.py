@@ -38,7 +38,12 @@ def test_eval_prompts_cover_the_world_and_every_holdout():
     assert not {(p.colour, p.shape, p.motion) for p in seen} & set(HOLDOUT)
     assert {p.colour for p in seen} == set(COLOURS) and {p.shape for p in seen} == set(SHAPES)
     assert {p.motion for p in seen} == set(MOTIONS)
-    assert "a red circle moving to the right" in {p.prompt for p in eval_prompts(60)}
+    assert "a red circle moving to the right" in {p.prompt for p in eval_prompts(28)}
+    twice = eval_prompts(28, repeats=2)
+    assert [(p.colour, p.shape, p.motion) for p in twice[36:]] == [(p.colour, p.shape, p.motion) for p in prompts]
+    assert "an orange triangle that moves right" in {p.prompt for p in twice[36:]}
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        eval_prompts(28, repeats=0)
 
 
 def test_summarise_counts_each_attribute():

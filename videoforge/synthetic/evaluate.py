@@ -191,10 +191,13 @@ def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = N
 # --------------------------------------------------------------------------------------------
 # Evaluating a model
 
-# Plain-language phrasing of the evaluation prompts (not the caption templates verbatim).
-EVAL_MOTION_PHRASES: dict[str, str] = {
-    "right": "moving to the right", "left": "moving to the left", "up": "moving upwards", "down": "moving down",
-    "grow": "growing bigger", "shrink": "shrinking", "still": "standing still",
+# Plain-language phrasings of the evaluation prompts; the first of each is also a caption
+# phrasing, the second never appears in training captions. Repeat r of a prompt uses phrasing r % 2.
+EVAL_MOTION_PHRASES: dict[str, tuple[str, str]] = {
+    "right": ("moving to the right", "that moves right"), "left": ("moving to the left", "that moves left"),
+    "up": ("moving upwards", "that moves up"), "down": ("moving down", "that moves down"),
+    "grow": ("growing bigger", "that grows"), "shrink": ("shrinking", "that gets smaller"),
+    "still": ("standing still", "that stays still"),
 }  # fmt: skip
 
 
@@ -207,17 +210,21 @@ class EvalPrompt:
     held_out: bool
 
 
-def eval_prompts(num_in_distribution: int = 28) -> list[EvalPrompt]:
+def eval_prompts(num_in_distribution: int = 28, repeats: int = 1) -> list[EvalPrompt]:
     """Every held-out combination plus a fixed spread of training combinations (cycling through
-    colours, shapes and motions so each appears about equally often)."""
-    out = [EvalPrompt(f"{with_article(c)} {s} {EVAL_MOTION_PHRASES[m]}", c, s, m, True) for c, s, m in HOLDOUT]
+    colours, shapes and motions so each appears about equally often), `repeats` times over with
+    alternating phrasings."""
+    if repeats < 1 or num_in_distribution < 0:
+        raise ValueError(f"need repeats >= 1 and num_in_distribution >= 0, got {repeats}, {num_in_distribution}")
+    combos = [(*c, True) for c in HOLDOUT]
     colours, held, k = list(COLOURS), set(HOLDOUT), 0
-    while len(out) < len(HOLDOUT) + num_in_distribution:
+    while len(combos) < len(HOLDOUT) + num_in_distribution:
         combo = (colours[k % len(colours)], SHAPES[(k // len(colours) + k) % len(SHAPES)], MOTIONS[(k + 1) % len(MOTIONS)])
         k += 1
-        if combo not in held and all((p.colour, p.shape, p.motion) != combo for p in out):
-            out.append(EvalPrompt(f"{with_article(combo[0])} {combo[1]} {EVAL_MOTION_PHRASES[combo[2]]}", *combo, False))
-    return out
+        if combo not in held and all(c[:3] != combo for c in combos):
+            combos.append((*combo, False))
+    return [EvalPrompt(f"{with_article(c)} {s} {EVAL_MOTION_PHRASES[m][r % 2]}", c, s, m, h)
+            for r in range(repeats) for c, s, m, h in combos]
 
 
 def vae_psnr(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> float:
@@ -266,8 +273,8 @@ def summarise(results: list[EvalResult]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
-                   batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, device: str = "cpu",
-                   progress: bool = True) -> dict[str, Any]:
+                   batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
+                   device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Generate, score and summarise; writes `report.json` and the videos to `out_dir` when given."""
     import torch
     from tqdm import tqdm
@@ -277,7 +284,7 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
 
     pipe = TextToVideoPipeline.from_pretrained(model_dir, device=device, vae_tiling=False)
     d = pipe.defaults
-    prompts = eval_prompts(num_in_distribution)
+    prompts = eval_prompts(num_in_distribution, repeats)
     out = Path(out_dir) if out_dir is not None else None
     results: list[EvalResult] = []
     chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]

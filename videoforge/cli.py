@@ -55,7 +55,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="embedded guidance scale of the guidance-distilled model")
     p.add_argument("--cfg-scale", type=float, default=1.0, help="true classifier-free guidance; > 1 runs a negative branch (default: off)")
     p.add_argument("--negative-prompt", help="negative prompt for --cfg-scale > 1 (default: the release's)")
-    p.add_argument("--flow-shift", type=float, help="time shift of the sampling schedule")
+    p.add_argument("--flow-shift", type=float, help="time shift of the sampling schedule (image-to-video: 17, or 7 with --stability)")
+    p.add_argument("--image", help="image-to-video from this reference image (needs an I2V model); the size follows its aspect ratio")
+    p.add_argument("--i2v-resolution", default="720p", help="image-to-video size tier: 720p, 540p, 360p, or a bucket base in pixels (multiple of 32) (default: %(default)s)")
+    p.add_argument("--stability", action="store_true", help="image-to-video: start from 0.999 noise + 0.001 image latent (the release's --i2v-stability)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--offload", choices=["none", "model"], default="none", help="'model': keep components on the CPU and move each to the device only while it runs")
@@ -78,7 +81,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
             height, width = parse_size(args.size) if args.size else (None, None)
             base = Job(prompt=args.prompt or "", negative_prompt=args.negative_prompt, height=height, width=width,
                        num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                       cfg_scale=args.cfg_scale, flow_shift=args.flow_shift, seed=args.seed)
+                       cfg_scale=args.cfg_scale, flow_shift=args.flow_shift, seed=args.seed, image=args.image,
+                       resolution=args.i2v_resolution, stability=args.stability)
             jobs = read_prompts_file(args.prompts_file, base) if args.prompts_file else [base]
             many = bool(args.prompts_file)
             paths = generate(model_dir, jobs, args.out or ("out" if many else "out/video.mp4"), many=many,

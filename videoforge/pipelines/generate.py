@@ -1,5 +1,6 @@
-"""`videoforge generate`: run the text-to-video pipeline for one prompt or a prompts file and
-write each result as an mp4 plus a JSON sidecar with everything needed to reproduce it."""
+"""`videoforge generate`: run the text-to-video (or, with an image, the image-to-video) pipeline
+for one prompt or a prompts file and write each result as an mp4 plus a JSON sidecar with
+everything needed to reproduce it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from videoforge.pipelines.image_to_video import (
+    I2V_NEGATIVE_PROMPT,
+    I2V_SHIFT,
+    I2V_STABILITY_SHIFT,
+    ImageToVideoPipeline,
+    closest_bucket,
+    load_image,
+    resolution_base,
+    resolution_buckets,
+)
 from videoforge.pipelines.model_folder import GenerationDefaults, read_meta
 from videoforge.pipelines.sizes import check_size, parse_size
 from videoforge.pipelines.text_to_video import TextToVideoPipeline
@@ -21,7 +32,7 @@ from videoforge.pipelines.video_io import write_gif, write_mp4, write_png_frames
 
 # Per-prompt settings: pipeline argument names, plus the CLI's short names as aliases.
 JOB_FIELDS = ("prompt", "negative_prompt", "height", "width", "num_frames", "num_inference_steps",
-              "guidance_scale", "cfg_scale", "flow_shift", "seed")
+              "guidance_scale", "cfg_scale", "flow_shift", "seed", "image", "resolution", "stability")
 ALIASES = {"steps": "num_inference_steps", "frames": "num_frames", "guidance": "guidance_scale", "shift": "flow_shift"}
 
 
@@ -39,6 +50,10 @@ class Job:
     cfg_scale: float = 1.0
     flow_shift: float | None = None
     seed: int | None = None
+    # image-to-video: the reference image, the bucket tier, the release's stability mode
+    image: str | None = None
+    resolution: str | int = "720p"
+    stability: bool = False
 
     def merged(self, overrides: dict[str, Any]) -> "Job":
         """This job with per-prompt overrides (a prompts-file line) applied; unknown keys are an error."""
@@ -91,14 +106,12 @@ def _slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "video"
 
 
-def resolve(job: Job, d: GenerationDefaults) -> dict[str, Any]:
-    """The pipeline arguments for `job` with every default filled in (and checked), so that the
-    sidecar records the values actually used."""
+def resolve(job: Job, d: GenerationDefaults) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline arguments for `job` with every default filled in and checked, and the record
+    for the sidecar (the same plus the output size), so it holds the values actually used."""
     params = {
         "prompt": job.prompt,
         "negative_prompt": job.negative_prompt,
-        "height": _or(job.height, d.height),
-        "width": _or(job.width, d.width),
         "num_frames": _or(job.num_frames, d.num_frames),
         "num_inference_steps": _or(job.num_inference_steps, d.num_inference_steps),
         "guidance_scale": _or(job.guidance_scale, d.guidance_scale),
@@ -106,17 +119,32 @@ def resolve(job: Job, d: GenerationDefaults) -> dict[str, Any]:
         "flow_shift": _or(job.flow_shift, d.flow_shift),
         "seed": job.seed if job.seed is not None else random.SystemRandom().randrange(2**31),
     }
-    if params["cfg_scale"] > 1.0 and params["negative_prompt"] is None:
-        params["negative_prompt"] = d.negative_prompt
     if params["num_inference_steps"] < 1:
         raise ValueError(f"steps must be >= 1, got {params['num_inference_steps']}")
-    check_size(params["height"], params["width"], params["num_frames"])
-    return params
+    if job.image is None:
+        size = {"height": _or(job.height, d.height), "width": _or(job.width, d.width)}
+        params.update(size)
+        if params["cfg_scale"] > 1.0 and params["negative_prompt"] is None:
+            params["negative_prompt"] = d.negative_prompt
+    else:
+        if job.height is not None or job.width is not None:
+            raise ValueError("--size does not apply with --image: the video takes the resolution bucket closest to the image's aspect ratio")
+        h, w = load_image(job.image).shape[:2]
+        height, width = closest_bucket(h, w, resolution_buckets(resolution_base(job.resolution)))
+        size = {"height": height, "width": width}
+        shift = I2V_STABILITY_SHIFT if job.stability else I2V_SHIFT
+        params.update(image=job.image, resolution=job.resolution, stability=job.stability,
+                      flow_shift=_or(job.flow_shift, shift))
+        if params["cfg_scale"] > 1.0 and params["negative_prompt"] is None:
+            params["negative_prompt"] = I2V_NEGATIVE_PROMPT
+    check_size(size["height"], size["width"], params["num_frames"])
+    return params, {**params, **size}
 
 
 def run_job(
     pipe: TextToVideoPipeline,
     params: dict[str, Any],
+    record: dict[str, Any],
     out: Path,
     settings: dict[str, Any],
     png_frames: bool = False,
@@ -138,7 +166,7 @@ def run_job(
     if gif:
         write_gif(video.frames, out.with_suffix(".gif"), fps=video.fps)
     sidecar = {
-        **params,
+        **record,
         "fps": video.fps,
         **settings,
         "model_files": d.file_hashes,
@@ -195,11 +223,15 @@ def generate(
     # Check every job against the folder's defaults before loading anything.
     defaults = GenerationDefaults.from_meta(read_meta(model_dir))
     resolved = [resolve(job, defaults) for job in jobs]
+    image_jobs = sum(job.image is not None for job in jobs)
+    if 0 < image_jobs < len(jobs):
+        raise ValueError("mix of text-to-video and image-to-video prompts: one model serves one kind; give every prompt an image or none")
+    pipeline = ImageToVideoPipeline if image_jobs else TextToVideoPipeline
     if not progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    pipe = TextToVideoPipeline.from_pretrained(
+    pipe = pipeline.from_pretrained(
         model_dir, dtype=DTYPES[dtype], device=device, offload=offload, attention=attention, vae_tiling=vae_tiling
     )
     settings = {
@@ -212,7 +244,7 @@ def generate(
         "round_guidance_bf16": round_guidance_bf16,
     }
     paths = []
-    for i, params in enumerate(resolved):
+    for i, (params, record) in enumerate(resolved):
         target = out / f"{i:03d}_{_slug(params['prompt'])}.mp4" if many else out
-        paths.append(run_job(pipe, params, target, settings, png_frames=png_frames, gif=gif, progress=progress))
+        paths.append(run_job(pipe, params, record, target, settings, png_frames=png_frames, gif=gif, progress=progress))
     return paths

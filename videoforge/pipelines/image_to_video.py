@@ -47,6 +47,19 @@ def resolution_buckets(base: int, step: int = 32, max_ratio: float = 4.0) -> lis
     return buckets
 
 
+def resolution_base(resolution: str | int) -> int:
+    """"720p" | "540p" | "360p" (the release's tiers) or a base size in pixels (a multiple of 32)."""
+    if isinstance(resolution, str) and resolution in RESOLUTION_BASES:
+        return RESOLUTION_BASES[resolution]
+    if isinstance(resolution, int) or (isinstance(resolution, str) and resolution.isdigit()):
+        base = int(resolution)
+        if base > 0 and base % 32 == 0:
+            return base
+    raise ValueError(
+        f"resolution must be one of {', '.join(RESOLUTION_BASES)} or a base size in pixels that is a multiple of 32, got {resolution!r}"
+    )
+
+
 def closest_bucket(height: int, width: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
     """The bucket whose h/w is nearest the image's (the first one on ties, as the release's argmin)."""
     ratios = np.array([round(h / w, 5) for h, w in buckets])
@@ -170,10 +183,7 @@ class ImageToVideoPipeline(TextToVideoPipeline):
             raise ValueError(f"got {len(images)} images for {batch} prompts")
 
         # 1. Image: bucket by aspect ratio, resize and crop, encode the first latent frame.
-        base = RESOLUTION_BASES.get(resolution, resolution) if isinstance(resolution, str) else resolution
-        if not isinstance(base, int):
-            raise ValueError(f"resolution must be one of {', '.join(RESOLUTION_BASES)} or a base size in pixels, got {resolution!r}")
-        height, width = closest_bucket(*images[0].shape[:2], resolution_buckets(base))
+        height, width = closest_bucket(*images[0].shape[:2], resolution_buckets(resolution_base(resolution)))
         check_size(height, width, num_frames)
         pixels = torch.stack([resize_center_crop(im, height, width) for im in images])
         image_latents = self.encode_image(pixels)  # [B, C, 1, h, w]

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from videoforge.train.cache import write_cache
+from videoforge.train.datasets import load_items
+from videoforge.train.recipe import recipe_from_dict
+from videoforge.train.sources import build_text_encoder, build_vae
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -52,6 +57,37 @@ def make_square_folder(folder: Path, n: int = 8, frames: int = 9, height: int = 
 @pytest.fixture(scope="session")
 def squares(tmp_path_factory) -> Path:
     return make_square_folder(tmp_path_factory.mktemp("squares"))
+
+
+# The real architecture, shrunk until a step takes milliseconds.
+TEST_DIT = {"hidden_size": 64, "heads_num": 2, "mm_double_blocks_depth": 1, "mm_single_blocks_depth": 1,
+            "mlp_width_ratio": 2.0, "rope_dim_list": [8, 12, 12], "refiner_depth": 1}
+
+
+def tiny_recipe_dict(steps: int, **run) -> dict:
+    return {
+        "model": {"preset": "tiny", "dit": TEST_DIT, "text_max_length": 8},
+        "optim": {"warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0},
+        "run": {"seed": 3, "checkpoint_every": 0, **run},
+        "data": {"caption_dropout": 0.1},
+        "stages": [{"name": "s", "anchors": [32], "frames": [9], "token_budget": 96, "lr": 2e-3, "steps": steps}],
+    }
+
+
+@pytest.fixture(scope="session")
+def cache(squares, tmp_path_factory) -> Path:
+    r = recipe_from_dict(tiny_recipe_dict(1))
+    out = tmp_path_factory.mktemp("cache")
+    device = torch.device("cpu")
+    write_cache(load_items(squares), r.stages, build_vae(r, device), build_text_encoder(r, device), out,
+                text_encoder_name="minilm", seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe():
+    """recipe(steps, **run) -> the tiny test recipe as a dict."""
+    return tiny_recipe_dict
 
 
 @pytest.fixture(autouse=True)

@@ -9,37 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from videoforge.train.cache import CachedSource, write_cache
-from videoforge.train.datasets import load_items
+from videoforge.train.cache import CachedSource
 from videoforge.train.recipe import recipe_from_dict
-from videoforge.train.sources import build_text_encoder, build_vae
 from videoforge.train.parallelize import ParallelDims
 from videoforge.train.trainer import RunOptions, build_model, local_loss, make_sampler, train
-
-# The real architecture, shrunk until a step takes milliseconds.
-TEST_DIT = {"hidden_size": 64, "heads_num": 2, "mm_double_blocks_depth": 1, "mm_single_blocks_depth": 1,
-            "mlp_width_ratio": 2.0, "rope_dim_list": [8, 12, 12], "refiner_depth": 1}
-
-
-def recipe(steps: int, **run) -> dict:
-    return {
-        "model": {"preset": "tiny", "dit": TEST_DIT, "text_max_length": 8},
-        "optim": {"warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0},
-        "run": {"seed": 3, "checkpoint_every": 0, **run},
-        "data": {"caption_dropout": 0.1},
-        "stages": [{"name": "s", "anchors": [32], "frames": [9], "token_budget": 96, "lr": 2e-3, "steps": steps}],
-    }
-
-
-@pytest.fixture(scope="session")
-def cache(squares, tmp_path_factory) -> Path:
-    r = recipe_from_dict(recipe(1))
-    out = tmp_path_factory.mktemp("cache")
-    device = torch.device("cpu")
-    write_cache(load_items(squares), r.stages, build_vae(r, device), build_text_encoder(r, device), out,
-                text_encoder_name="minilm", seed=0, progress=False)
-    return out
-
 
 def losses(run_dir: Path) -> list[float]:
     return [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -73,11 +46,11 @@ def held_out_loss(model, r, cache: Path, steps=range(10_000, 10_016)) -> float:
     return total / n
 
 
-def test_tiny_dit_loss_falls(cache, tmp_path):
+def test_tiny_dit_loss_falls(cache, tiny_recipe, tmp_path):
     from videoforge.models import load_dit
 
     steps = 200
-    r = recipe_from_dict(recipe(steps))
+    r = recipe_from_dict(tiny_recipe(steps))
     train(r, RunOptions(out=tmp_path, data=str(cache), progress=False))
     assert len(losses(tmp_path)) == steps
     before = held_out_loss(build_model(r).eval(), r, cache)
@@ -88,8 +61,8 @@ def test_tiny_dit_loss_falls(cache, tmp_path):
     assert after < 0.7 * before and after_ema < 0.7 * before
 
 
-def test_resume_is_exact(cache, tmp_path):
-    r = recipe_from_dict(recipe(6))
+def test_resume_is_exact(cache, tiny_recipe, tmp_path):
+    r = recipe_from_dict(tiny_recipe(6))
     train(r, RunOptions(out=tmp_path / "straight", data=str(cache), progress=False))
     train(r, RunOptions(out=tmp_path / "split", data=str(cache), max_steps=3, progress=False))
     summary = train(r, RunOptions(out=tmp_path / "split", data=str(cache), resume=True, progress=False))
@@ -103,10 +76,10 @@ def test_resume_is_exact(cache, tmp_path):
     assert losses(tmp_path / "straight") == losses(tmp_path / "split")
 
 
-def test_final_folder_loads(cache, tmp_path):
+def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     from videoforge.models import load_dit
 
-    train(recipe_from_dict(recipe(2)), RunOptions(out=tmp_path, data=str(cache), progress=False))
+    train(recipe_from_dict(tiny_recipe(2)), RunOptions(out=tmp_path, data=str(cache), progress=False))
     final = tmp_path / "final"
     raw = load_dit(final)
     ema = load_dit(final / "transformer_ema")

@@ -53,6 +53,9 @@ def test_parse_vlm_reply_repairs_common_mistakes():
     assert cap.dense_description == "A brown dog runs on grass."
     assert cap.tags == ["dog", "grass"]
     assert cap.shot_type == "wide, low angle"
+    # chatter (even with braces) after the object, or the object repeated, is ignored
+    assert parse_vlm_reply('{"short_description": "x"} Note: {not json}').short_description == "x"
+    assert parse_vlm_reply('{"short_description": "x"} {"short_description": "x"}').short_description == "x"
     with pytest.raises(CaptionValidationError, match="not a JSON object"):
         parse_vlm_reply("I cannot see the video.")
     with pytest.raises(CaptionValidationError, match="neither 'short_description' nor"):

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -170,7 +170,8 @@ def caption_manifest(manifest: str | Path, backend: Backend, cfg: CaptionRunConf
     return summary
 
 
-def _caption_batch(batch, root, backend, cfg, source, finish, summary) -> bool:
+def _caption_batch(batch: list[dict[str, Any]], root: Path, backend: Backend, cfg: CaptionRunConfig, source: str,
+                   finish: Callable[[dict[str, Any], dict[str, Any]], None], summary: CaptionRunSummary) -> bool:
     """Caption one batch; returns False when no request reached the backend."""
     pending: dict[int, tuple[Conversation, dict[str, Any]]] = {}  # index -> conversation, partial result
     for i, row in enumerate(batch):

@@ -21,7 +21,7 @@ import cv2
 from videoforge.curate.config import CurateConfig
 from videoforge.curate.pipeline import InputProcessor
 from videoforge.curate.stage import Clip, run_stage
-from videoforge.curate.stages.shots import split_into_clips
+from videoforge.curate.stages.shots import shot_spans, split_into_clips
 from videoforge.curate.synthetic import make_raw_folder
 from videoforge.curate.video_io import kind_of
 
@@ -34,7 +34,8 @@ class NaiveProcessor(InputProcessor):
         whole = run_stage(self.probe, Clip(source=source, kind=kind_of(source)))  # the shot stage's decode
         if not whole.alive:
             return self.write(source, [whole], out_dir, Counter())
-        clips = split_into_clips(run_stage(self.shots, whole), self.cfg.shots)
+        whole = run_stage(self.shots, whole)
+        clips = split_into_clips(whole, shot_spans(len(whole.frames), whole.cuts, self.cfg.shots), 0, self.cfg.shots)
         for stage in self.clip_stages:
             own = run_stage(self.probe, Clip(source=source, kind=kind_of(source)))  # this stage's own decode
             for clip in clips:
@@ -74,7 +75,9 @@ def main() -> None:
         make_raw_folder(raw, args.width, args.height, args.shot)
         inputs = sorted(str(p) for p in raw.iterdir() if p.suffix == ".mp4")
         frames = source_frames([Path(p) for p in inputs])
-        processor = NaiveProcessor(CurateConfig())
+        cfg = CurateConfig()
+        cfg.probe.chunk_frames = None  # the naive layout decodes whole videos; the shared one alike
+        processor = NaiveProcessor(cfg)
         processor.setup()
         processor.process(inputs[-1], Path(tmp) / "warm")  # first-call model warm-up, untimed
         results = {}

@@ -192,3 +192,19 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert "blur: unknown key(s) ['min_sharpnes']" in capsys.readouterr().err
     assert main(["curate", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 1
     assert "is not a folder, a file, or a URI" in capsys.readouterr().err
+
+
+def test_chunked_decoding_gives_the_same_clips(raw):
+    from videoforge.curate.pipeline import InputProcessor, clip_row
+
+    root, truth = raw
+    rows = {}
+    for chunk in (None, 50):  # 50-frame chunks: every shot of main.mp4 crosses a chunk boundary
+        cfg = config_from_dict({"probe": {"chunk_frames": chunk}, "ocr": {"enabled": False}, "people": {"enabled": False}})
+        processor = InputProcessor(cfg)
+        processor.setup()
+        clips, _ = processor.analyse(str(root / "main.mp4"))
+        rows[chunk] = [clip_row(c) for c in clips]
+        assert all(c.frames is None for c in clips)  # released once scored
+    assert rows[50] == rows[None]
+    assert [r["start_frame"] for r in rows[50]] == [0, *truth["cuts"]]

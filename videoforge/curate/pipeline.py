@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from videoforge.curate.config import CurateConfig
 from videoforge.curate.stage import Clip, Stage, run_stage
 from videoforge.curate.stages.blur import BlurStage, StartFrameStage
@@ -17,7 +19,7 @@ from videoforge.curate.stages.ocr import OCRStage
 from videoforge.curate.stages.people import PeopleStage
 from videoforge.curate.stages.probe import ProbeStage
 from videoforge.curate.stages.quality import QualityStage
-from videoforge.curate.stages.shots import ShotStage, split_into_clips
+from videoforge.curate.stages.shots import ShotStage, shot_spans, split_into_clips
 from videoforge.curate.stages.watermark import WatermarkStage
 from videoforge.curate.video_io import ClipSpec, decode_image, kind_of, write_clips, write_image
 
@@ -49,22 +51,59 @@ class InputProcessor:
             stage.setup()
 
     def analyse(self, source: str) -> tuple[list[Clip], Counter]:
-        """Decode once and run every stage; returns the clips and how many each stage saw."""
+        """Decode once and run every stage; returns the clips and how many each stage saw.
+
+        Videos arrive in chunks: the shots of each chunk are scored and their frames released,
+        except the last shot, which may go on in the next chunk and is carried over to it. A
+        decode error after the first chunk ends the input there (what was decoded is kept).
+        """
         counts: Counter = Counter()
         whole = run_stage(self.probe, Clip(source=source, kind=kind_of(source)))
         counts["probe"] += 1
         if not whole.alive:
             whole.frames = None
             return [whole], counts
-        whole = run_stage(self.shots, whole)
-        counts["shot"] += 1
-        clips = split_into_clips(whole, self.cfg.shots) if whole.alive else [whole]
-        for stage in self.clip_stages:
-            for clip in clips:
-                if clip.frames is not None:
-                    run_stage(stage, clip)
-                    counts[stage.name] += 1
-        return clips, counts
+        clips: list[Clip] = []
+        buffer, offset = whole.frames, 0
+        try:
+            while True:
+                whole.frames = buffer
+                whole = run_stage(self.shots, whole)
+                counts["shot"] += 1
+                if not whole.alive:
+                    return clips + [whole], counts
+                spans = shot_spans(len(buffer), whole.cuts, self.cfg.shots)
+                more = self._next_chunk(whole)
+                batch = split_into_clips(whole, spans if len(more) == 0 else spans[:-1], offset, self.cfg.shots)
+                for stage in self.clip_stages:
+                    for clip in batch:
+                        run_stage(stage, clip)
+                        counts[stage.name] += 1
+                for clip in batch:  # scored: release the frames
+                    clip.frames = None
+                    clip.cache.clear()
+                clips += batch
+                if len(more) == 0:
+                    return clips, counts
+                carry = spans[-1][0]
+                buffer, offset = np.concatenate([buffer[carry:], more]), offset + carry
+        finally:
+            if whole.decoder is not None:
+                whole.decoder.close()
+                whole.decoder = None
+
+    def _next_chunk(self, whole: Clip) -> np.ndarray:
+        """The next chunk of analysis frames, or an empty array at the end of the input."""
+        if whole.decoder is None:
+            return np.empty((0,), np.uint8)
+        try:
+            more = whole.decoder.read(self.cfg.probe.chunk_frames)
+        except Exception:  # noqa: BLE001 - a truncated file ends here; its decoded part stays usable
+            more = np.empty((0,), np.uint8)
+        if len(more) == 0:
+            whole.decoder.close()
+            whole.decoder = None
+        return more
 
     def process(self, source: str, out_dir: Path) -> tuple[list[dict[str, Any]], Counter]:
         """Analyse one input, write its kept clips under `out_dir`, return its manifest rows."""

@@ -60,6 +60,7 @@ class Clip:
     frames: np.ndarray | None = field(default=None, repr=False)
     scale: float = 1.0  # source pixels per analysis pixel
     cuts: list[int] | None = None  # set by the shot stage on a whole-input record
+    decoder: Any = None  # a whole-input record's open VideoDecoder while more frames remain
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

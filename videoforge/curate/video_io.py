@@ -31,6 +31,60 @@ def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return w, h
 
 
+class VideoDecoder:
+    """An open video: metadata on construction, then analysis frames in chunks (`read`), each
+    resized inside FFmpeg. Raises `ValueError` with a specific reason for inputs that hold no
+    decodable video. Use as a context manager or call `close`."""
+
+    def __init__(self, source: str, max_side: int, max_frames: int | None = None) -> None:
+        self.container = av.open(source)
+        try:
+            if not self.container.streams.video:
+                raise ValueError("no video stream")
+            stream = self.container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            if not self.width or not self.height:
+                raise ValueError("video stream has no frame size")
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise ValueError("video stream has no frame rate")
+        except Exception:
+            self.container.close()
+            raise
+        self.fps, self.codec = float(rate), stream.codec_context.name
+        self.size = analysis_size(self.width, self.height, max_side)
+        self.remaining = max_frames
+        self._frames = self.container.decode(stream)
+
+    def read(self, n: int | None = None) -> np.ndarray:
+        """Up to `n` more frames [k, h, w, 3] (all the rest when None); k == 0 at the end."""
+        w, h = self.size
+        out = []
+        for frame in self._frames:
+            out.append(frame.to_ndarray(width=w, height=h, format="rgb24"))
+            if self.remaining is not None:
+                self.remaining -= 1
+                if self.remaining <= 0:
+                    break
+            if n is not None and len(out) >= n:
+                break
+        return np.stack(out) if out else np.empty((0, h, w, 3), np.uint8)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "VideoDecoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class DecodedVideo:
     frames: np.ndarray  # [T, h, w, 3] uint8 RGB at analysis size
@@ -41,30 +95,12 @@ class DecodedVideo:
 
 
 def decode_video(source: str, max_side: int, max_frames: int | None = None) -> DecodedVideo:
-    """Probe and decode a video once, resizing each frame to the analysis size inside FFmpeg.
-
-    Raises `ValueError` with a specific reason for inputs that hold no decodable video.
-    """
-    with av.open(source) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
-            raise ValueError("video stream has no frame size")
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate:
-            raise ValueError("video stream has no frame rate")
-        w, h = analysis_size(width, height, max_side)
-        frames = []
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(width=w, height=h, format="rgb24"))
-            if max_frames and len(frames) >= max_frames:
-                break
-        if not frames:
-            raise ValueError("no decodable frames")
-        return DecodedVideo(np.stack(frames), float(rate), width, height, stream.codec_context.name)
+    """Probe and decode a whole video (or its first `max_frames`) to the analysis size."""
+    with VideoDecoder(source, max_side, max_frames) as decoder:
+        frames = decoder.read()
+    if len(frames) == 0:
+        raise ValueError("no decodable frames")
+    return DecodedVideo(frames, decoder.fps, decoder.width, decoder.height, decoder.codec)
 
 
 def decode_image(source: str) -> np.ndarray:

@@ -115,15 +115,16 @@ class ShotStage(Stage):
         return clip
 
 
-def split_into_clips(source_clip: Clip, o: ShotOptions) -> list[Clip]:
-    """Child clips of a whole-input record, sharing its decoded frames (views, no copies)."""
+def split_into_clips(source_clip: Clip, spans: list[tuple[int, int]], offset: int, o: ShotOptions) -> list[Clip]:
+    """Child clips of a whole-input record for `spans` of its current frames (which start at
+    source frame `offset`), sharing the decoded frames (views, no copies)."""
     if source_clip.kind == "image":
         return [source_clip]
     children = []
-    for start, end in shot_spans(len(source_clip.frames), source_clip.cuts or [], o):
+    for start, end in spans:
         child = Clip(
-            source=source_clip.source, kind="video", start_frame=start, end_frame=end, fps=source_clip.fps,
-            source_width=source_clip.source_width, source_height=source_clip.source_height,
+            source=source_clip.source, kind="video", start_frame=offset + start, end_frame=offset + end,
+            fps=source_clip.fps, source_width=source_clip.source_width, source_height=source_clip.source_height,
             codec=source_clip.codec, frames=source_clip.frames[start:end + 1], scale=source_clip.scale,
         )
         if end - start + 1 < o.min_frames:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from videoforge.curate.config import CurateConfig
-from videoforge.curate.stage import Clip, Stage, run_stage
+from videoforge.curate.stage import Clip, Stage, applies, run_stage
 from videoforge.curate.stages.blur import BlurStage, StartFrameStage
 from videoforge.curate.stages.borders import BorderStage
 from videoforge.curate.stages.embed import EmbedStage
@@ -77,8 +77,8 @@ class InputProcessor:
                 batch = split_into_clips(whole, spans if len(more) == 0 else spans[:-1], offset, self.cfg.shots)
                 for stage in self.clip_stages:
                     for clip in batch:
+                        counts[stage.name] += applies(stage, clip)
                         run_stage(stage, clip)
-                        counts[stage.name] += 1
                 for clip in batch:  # scored: release the frames
                     clip.frames = None
                     clip.cache.clear()

@@ -163,7 +163,8 @@ def curate(raw: str | Path | list[str], out_dir: str | Path, cfg: CurateConfig |
     bars = {"inputs": tqdm(total=len(inputs), initial=len(inputs) - len(jobs), desc=f"{'inputs':>11}",
                            unit="input", disable=not progress, position=0)}
     for i, n in enumerate(names):
-        bars[n] = tqdm(desc=f"{n:>11}", unit="clip", disable=not progress, position=i + 1)
+        bars[n] = tqdm(desc=f"{n:>11}", unit="input" if n in ("probe", "shot") else "clip",
+                       disable=not progress, position=i + 1)
     runner = _run_local(cfg, jobs, workers) if engine == "local" else _run_ray(cfg, jobs, workers, ray_address)
     for _, counts in runner:
         bars["inputs"].update(1)

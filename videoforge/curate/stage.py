@@ -132,9 +132,15 @@ class Stage(ABC):
         """Score and/or filter one clip, returning it (the same object, updated)."""
 
 
+def applies(stage: Stage, clip: Clip) -> bool:
+    """Whether `run_stage` will run the stage on this clip (failed clips and, for expensive
+    stages, dropped ones are passed through)."""
+    return clip.status != "failed" and (clip.alive or not stage.skip_dropped)
+
+
 def run_stage(stage: Stage, clip: Clip) -> Clip:
     """Run one stage on one clip; exceptions become `clip.errors[stage.name]` and status failed."""
-    if clip.status == "failed" or (stage.skip_dropped and not clip.alive):
+    if not applies(stage, clip):
         return clip
     try:
         return stage.process(clip)

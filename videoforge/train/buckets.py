@@ -131,8 +131,12 @@ class BucketSampler:
         max_aspect: float = 4.0,
         min_stride: int = 1,
         exact: bool = False,
+        ids: Sequence[int] | None = None,
     ):
+        """`ids`: what to hand out for items[k] (default k), e.g. dataset indices of a tier subset."""
         self.buckets = assign_buckets(items, anchors, frames, grid, max_aspect, min_stride, exact)
+        if ids is not None:
+            self.buckets = {b: [ids[k] for k in members] for b, members in self.buckets.items()}
         if not self.buckets:
             raise ValueError(
                 f"no item fits any bucket (anchors {list(anchors)}, frames {list(frames)}); "

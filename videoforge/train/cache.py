@@ -92,7 +92,7 @@ def write_cache(
             shard.update(_text_tensors(f"{n}.text{v}.", emb, v))
         entries.append(
             {"key": n, "shard": shard_idx, "height": bucket.height, "width": bucket.width, "frames": bucket.frames,
-             "kind": bucket.kind, "variants": k, "source": str(item.path)}
+             "kind": bucket.kind, "variants": k, "source": str(item.path), "tiers": item.tiers}
         )
         if len(entries) % shard_size == 0:
             flush()
@@ -131,6 +131,7 @@ class CachedSource:
         self.entries = index["entries"]
         self.scaling_factor = float(index["scaling_factor"])
         self.shapes = [ItemShape(e["height"], e["width"], e["frames"], e["kind"]) for e in self.entries]
+        self.tiers = [e.get("tiers") for e in self.entries]
         self._shards: dict[int, Any] = {}
         self._empty = safe_open(str(folder / "empty.safetensors"), "pt")
 
@@ -171,7 +172,7 @@ def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_
     path = data or recipe.data.path
     if path is None:
         raise ValueError("no data to cache: pass --data PATH or set data.path in the recipe")
-    items = load_items(path, recipe.stages[0].tier)
+    items = load_items(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     return write_cache(items, recipe.stages, vae, text_encoder, Path(out), text_encoder_name=recipe.model.text_encoder,

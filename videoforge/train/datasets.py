@@ -32,6 +32,7 @@ class MediaItem:
     width: int
     frames: int
     caption: str | dict[str, Any]
+    tiers: list[str] | None = None  # manifest tiers; None for a plain folder (no tiers)
 
     @property
     def shape(self) -> ItemShape:
@@ -87,8 +88,8 @@ def scan_folder(folder: Path) -> list[MediaItem]:
     return items
 
 
-def read_manifest(path: Path, tier: str | None) -> list[MediaItem]:
-    """Kept, captioned rows of a curation manifest (SCHEMA.md), optionally of one tier."""
+def read_manifest(path: Path) -> list[MediaItem]:
+    """Kept, captioned rows of a curation manifest (SCHEMA.md), with their tiers."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path).to_pylist()
@@ -99,22 +100,31 @@ def read_manifest(path: Path, tier: str | None) -> list[MediaItem]:
     for row in table:
         if row["status"] != "kept" or row["caption"] is None:
             continue
-        if tier is not None and tier not in (row["tiers"] or []):
-            continue
         caption = json.loads(row["caption"])
-        items.append(MediaItem(path.parent / row["path"], row["kind"], row["height"], row["width"], row["num_frames"], caption))
+        items.append(MediaItem(path.parent / row["path"], row["kind"], row["height"], row["width"], row["num_frames"],
+                               caption, list(row["tiers"] or [])))
     if not items:
-        raise ValueError(f"{path}: no kept, captioned rows" + (f" in tier {tier!r}" if tier else ""))
+        raise ValueError(f"{path}: no kept, captioned rows")
     return items
 
 
-def load_items(path: str | Path, tier: str | None = None) -> list[MediaItem]:
+def select_tiers(item_tiers: Sequence[list[str] | None], tiers: Sequence[str] | None) -> list[int]:
+    """Indices of the items in any of `tiers` (all items when tiers is None or items carry none)."""
+    if tiers is None:
+        return list(range(len(item_tiers)))
+    chosen = [i for i, t in enumerate(item_tiers) if t is None or set(t) & set(tiers)]
+    if not chosen:
+        raise ValueError(f"no training item is in tier(s) {list(tiers)}")
+    return chosen
+
+
+def load_items(path: str | Path) -> list[MediaItem]:
     """A manifest (.parquet) or a folder of media with captions."""
     path = Path(path)
     if path.is_dir():
         return scan_folder(path)
     if path.suffix == ".parquet" and path.is_file():
-        return read_manifest(path, tier)
+        return read_manifest(path)
     raise ValueError(f"training data must be a manifest .parquet or a folder, got {path}")
 
 

@@ -163,3 +163,26 @@ def merge_lora(model: nn.Module, path: str | Path, scale: float = 1.0, strict: b
         w = modules[name].weight
         w += (scale * pair.delta).to(w.dtype)
     return match
+
+
+def attach_lora(model: nn.Module, path: str | Path, scale: float = 1.0) -> LoRAMatch:
+    """Unmerged inference: inject peft adapters shaped like the file's pairs and load them
+    (strict about unmatched keys, like `merge_lora`)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    match = read_lora(path, model)
+    if match.unmatched:
+        raise ValueError(f"{Path(path).name}: {len(match.unmatched)} key(s) match no linear of the model: {match.unmatched[:8]}")
+    ranks = {p.down.shape[0] for p in match.pairs.values()}
+    if len(ranks) != 1:
+        raise ValueError(f"{Path(path).name}: mixed LoRA ranks {sorted(ranks)}; merge it with merge_lora instead")
+    rank = ranks.pop()
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(match.pairs)), model)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, pair in match.pairs.items():
+            layer = modules[name]
+            s = 1.0 if pair.alpha is None else pair.alpha / rank
+            layer.lora_A["default"].weight.copy_(pair.down)
+            layer.lora_B["default"].weight.copy_(pair.up * (s * scale))  # alpha/rank and scale folded into up
+    return match

@@ -42,7 +42,7 @@ class StageSection:
     name: str = "stage"
     steps: int = 100
     lr: float = 1e-4
-    tier: str | None = None  # manifest tier; None: every kept row
+    tiers: list[str] | None = None  # manifest tiers to draw from (e.g. [video-256-65, image-1]); None: all
     anchors: list[int] = field(default_factory=lambda: [256])  # resolution anchors (sqrt of area)
     frames: list[int] = field(default_factory=lambda: [1])  # duration buckets, 4k+1; 1 = image
     token_budget: int = 4096  # latent tokens per global batch (sets each bucket's batch size)
@@ -119,7 +119,11 @@ class RunSection:
     validation_steps: int = 10
     activation_checkpointing: bool = False
     compile: bool = False
-    mixed_precision: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
+    mixed_precision: str = "bfloat16"  # autocast dtype on GPU ("bfloat16", "float16", "float32"); CPU trains in float32
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"run.mixed_precision must be bfloat16, float16 or float32, got {self.mixed_precision!r}")
 
 
 @dataclass

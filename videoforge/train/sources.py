@@ -30,6 +30,7 @@ class ConditionedBatch:
 
 class Source(Protocol):
     shapes: list[ItemShape]
+    tiers: list[list[str] | None]
     exact_buckets: bool  # True: items are pre-encoded at one size and cannot be re-bucketed
 
     def batch(
@@ -55,6 +56,7 @@ class MediaSource:
         self.items, self.vae, self.text_encoder = items, vae, text_encoder
         self.seed, self.caption_dropout = seed, caption_dropout
         self.shapes = [it.shape for it in items]
+        self.tiers = [it.tiers for it in items]
 
     @torch.no_grad()
     def batch(

@@ -29,6 +29,7 @@ from videoforge.config import DiTConfig, preset
 from videoforge.diffusion import flow
 from videoforge.train import seeding
 from videoforge.train.buckets import BucketSampler, LatentGeometry
+from videoforge.train.datasets import select_tiers
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.ema import EMA
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
@@ -92,8 +93,7 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
         raise ValueError("no training data: pass --data PATH or set data.path / data.cache in the recipe")
     if (Path(path) / "index.json").is_file():
         return CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout), None, None
-    stage = recipe.stages[0]
-    items = load_items(path, stage.tier)
+    items = load_items(path)
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     return MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout), vae, text_encoder
 
@@ -116,7 +116,7 @@ def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: 
     text = batch.text.to(device)
     autocast = (
         torch.autocast("cuda", dtype=getattr(torch, recipe.run.mixed_precision))
-        if device.type == "cuda" and recipe.run.mixed_precision != "fp32"
+        if device.type == "cuda" and recipe.run.mixed_precision != "float32"
         else contextlib.nullcontext()
     )
     with autocast:
@@ -177,8 +177,9 @@ def sampler_geometry(recipe: Recipe) -> LatentGeometry:
 
 def make_sampler(source: Source, recipe: Recipe, stage_index: int, dims: ParallelDims) -> BucketSampler:
     s = recipe.stages[stage_index]
+    ids = select_tiers(source.tiers, s.tiers)
     return BucketSampler(
-        source.shapes, anchors=s.anchors, frames=s.frames, token_budget=s.token_budget, max_batch=s.max_batch,
+        [source.shapes[i] for i in ids], ids=ids, anchors=s.anchors, frames=s.frames, token_budget=s.token_budget, max_batch=s.max_batch,
         image_ratio=s.image_ratio, dp_size=dims.dp, seed=recipe.run.seed + 7919 * stage_index,
         geometry=sampler_geometry(recipe), grid=s.bucket_grid, max_aspect=s.max_aspect, min_stride=s.frame_stride[0],
         exact=source.exact_buckets,

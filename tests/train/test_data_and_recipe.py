@@ -1,0 +1,84 @@
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from videoforge.train.buckets import Bucket
+from videoforge.train.datasets import caption_text, frame_window, load_items, load_pixels, resize_crop, select_tiers
+from videoforge.train.recipe import load_recipe, recipe_from_dict
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+def test_folder_items_and_pixels(squares):
+    items = load_items(squares)
+    assert len(items) == 8 and all(it.kind == "video" and it.frames == 9 for it in items)
+    assert items[0].caption.startswith("a ") and (items[0].height, items[0].width) == (64, 64)
+    px = load_pixels(items[0], Bucket(32, 48, 5), torch.Generator().manual_seed(0), (1, 2))
+    assert px.shape == (3, 5, 32, 48) and -1.0 <= px.min() and px.max() <= 1.0
+
+
+def test_folder_without_captions_is_an_error(squares, tmp_path):
+    (tmp_path / "a.mp4").write_bytes((squares / "clip00.mp4").read_bytes())
+    with pytest.raises(ValueError, match="without a same-named .txt or .json caption"):
+        load_items(tmp_path)
+
+
+def test_manifest_tier_selection(tmp_path):
+    img = np.zeros((40, 80, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rows = [
+        {"clip_id": "a", "kind": "image", "status": "kept", "path": "a.png", "width": 80, "height": 40, "num_frames": 1,
+         "tiers": ["image-1"], "caption": json.dumps({"short_description": "black"})},
+        {"clip_id": "b", "kind": "image", "status": "dropped", "path": "a.png", "width": 80, "height": 40, "num_frames": 1,
+         "tiers": ["image-1"], "caption": json.dumps({"short_description": "x"})},
+        {"clip_id": "c", "kind": "image", "status": "kept", "path": "a.png", "width": 80, "height": 40, "num_frames": 1,
+         "tiers": ["image-2"], "caption": None},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifest.parquet")
+    items = load_items(tmp_path / "manifest.parquet")
+    assert [it.caption for it in items] == [{"short_description": "black"}]  # kept and captioned only
+    assert select_tiers([it.tiers for it in items], ["image-1", "image-2"]) == [0]
+    with pytest.raises(ValueError, match="video-256-65"):
+        select_tiers([it.tiers for it in items], ["video-256-65"])
+    assert select_tiers([None, None], ["image-1"]) == [0, 1]  # a plain folder has no tiers
+
+
+def test_resize_crop_and_frame_window():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[:, 90:110] = 255  # a centred bar survives the centre crop
+    out = resize_crop(frame, 32, 32)
+    assert out.shape == (32, 32, 3) and out[:, 16].min() > 200 and out[:, 0].max() == 0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        start, stride = frame_window(40, 9, (1, 8), g)
+        assert 1 <= stride <= 4 and start + 8 * stride <= 39
+
+
+def test_caption_dropout_and_structured_text():
+    rng = np.random.default_rng(0)
+    texts = [caption_text({"short_description": "a cat", "background": "a garden"}, rng, 0.25) for _ in range(400)]
+    assert 0.18 < texts.count("") / 400 < 0.32
+    assert all("cat" in t or "garden" in t for t in texts if t)
+    assert caption_text("plain", rng, 0.0) == "plain"
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        recipe_from_dict({"optim": {"learning_rate": 1}})
+    with pytest.raises(ValueError, match="4k\\+1"):
+        recipe_from_dict({"stages": [{"frames": [1, 16]}]})
+    r = recipe_from_dict({"optim": {"warmup_steps": 10}, "stages": [{"steps": 5, "lr": 1.0}, {"steps": 5, "lr": 0.5}]})
+    assert r.total_steps == 10 and r.stage_at(7)[0] == 1
+    assert r.lr_at(0) == pytest.approx(0.1) and r.lr_at(9) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "curate.yaml"))
+def test_shipped_recipes_parse(name):
+    r = load_recipe(CONFIGS / name)
+    assert r.total_steps > 0

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videoforge.curate.config import CurateConfig, config_from_dict
-from videoforge.curate.manifest import PARTS_DIR, part_path, read_parts, write_manifest, write_part
+from videoforge.curate.manifest import part_path, read_parts, write_manifest, write_part
 from videoforge.curate.pipeline import CLIPS_DIR, IMAGES_DIR, InputProcessor, clip_row
 from videoforge.curate.report import write_report
 from videoforge.curate.selection import assign_concepts, assign_tiers, remove_duplicates
@@ -132,11 +132,8 @@ def _run_ray(cfg: CurateConfig, jobs: list[tuple[str, str, str]], workers: int,
 # --- the run ------------------------------------------------------------------------------------
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Half-written files of a killed run (the writers rename only complete files)."""
-    for sub in (CLIPS_DIR, IMAGES_DIR, PARTS_DIR, "."):
-        d = out_dir / sub
-        if d.is_dir():
-            for f in d.rglob(".*.tmp*"):
-                f.unlink(missing_ok=True)
+    for f in out_dir.rglob(".*.tmp*"):
+        f.unlink(missing_ok=True)
 
 
 def curate(raw: str | Path | list[str], out_dir: str | Path, cfg: CurateConfig | None = None, *,

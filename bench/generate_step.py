@@ -63,19 +63,19 @@ class PeakRSS:
         return self.peak - self.base
 
 
-def inputs(batch: int = 1):
+def inputs(valid: float, batch: int = 1):
     g = torch.Generator().manual_seed(0)
     states = torch.randn(batch, TEXT_LEN, MODEL["text_embed_dim"], generator=g)
     mask = torch.ones(batch, TEXT_LEN, dtype=torch.long)
-    mask[:, TEXT_LEN // 2 :] = 0
+    mask[:, max(1, round(TEXT_LEN * valid)) :] = 0  # right padding, as the tokenizers produce
     pooled = torch.randn(batch, MODEL["pooled_projection_dim"], generator=g)
     shape = (batch, 16, (VIDEO["num_frames"] - 1) // 4 + 1, VIDEO["height"] // 8, VIDEO["width"] // 8)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     return states, mask, pooled, noise
 
 
-def run_side(side: str, weights: Path, device: str, dtype: torch.dtype, steps: int) -> dict:
-    states, mask, pooled, noise = inputs()
+def run_side(side: str, weights: Path, device: str, dtype: torch.dtype, steps: int, valid: float) -> dict:
+    states, mask, pooled, noise = inputs(valid)
     stamps: list[float] = []
 
     def stamp() -> None:
@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, help="torch CPU threads in each side (default: torch's)")
+    ap.add_argument("--text-valid", type=float, default=0.5,
+                    help="fraction of the text tokens that are real, the rest padding (default: %(default)s); "
+                    "1.0 compares the DiT alone, lower values also count our pipeline dropping padding")
     ap.add_argument("--side", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -136,7 +139,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.side:  # child process: one side, result as JSON on the last line
-        print(json.dumps(run_side(args.side, Path(args.weights), args.device, dtype, args.steps)))
+        print(json.dumps(run_side(args.side, Path(args.weights), args.device, dtype, args.steps, args.text_valid)))
         return
 
     from diffusers import HunyuanVideoTransformer3DModel
@@ -153,7 +156,7 @@ def main() -> None:
         results = {}
         for side in ("diffusers", "ours", "diffusers", "ours"):  # interleaved; keep each side's best run
             cmd = [sys.executable, __file__, "--side", side, "--weights", str(Path(tmp) / "transformer"),
-                   "--device", args.device, "--dtype", args.dtype, "--steps", str(args.steps)]
+                   "--device", args.device, "--dtype", args.dtype, "--steps", str(args.steps), "--text-valid", str(args.text_valid)]
             cmd += ["--threads", str(args.threads)] if args.threads else []
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             if side not in results or r["step_s"] < results[side]["step_s"]:
@@ -163,7 +166,8 @@ def main() -> None:
     diff = (torch.tensor(ours["latents"]) - torch.tensor(ref["latents"])).abs().max().item()
     tokens = (VIDEO["num_frames"] - 1) // 4 + 1
     tokens *= (VIDEO["height"] // 16) * (VIDEO["width"] // 16)
-    print(f"device {args.device} ({torch.get_num_threads()} threads), {args.dtype}, DiT {n_params / 1e6:.1f}M params, {tokens} image + {TEXT_LEN} text tokens, "
+    print(f"device {args.device} ({torch.get_num_threads()} threads), {args.dtype}, DiT {n_params / 1e6:.1f}M params, {tokens} image + {TEXT_LEN} text tokens "
+          f"({round(TEXT_LEN * args.text_valid)} valid), "
           f"{args.steps} steps")
     print(f"{'':10s} {'step ms':>10s} {'peak MiB':>10s}")
     for name, r in (("ours", ours), ("diffusers", ref)):

@@ -107,8 +107,8 @@ def test_i2v_video_output_takes_the_bucket_size(shared):
     pipe = ImageToVideoPipeline(dit, vae)
     image = np.full((50, 100, 3), 128, np.uint8)  # 1:2 -> the (32, 64) bucket at base 64
     out = pipe(image, prompt_embeds=states, prompt_attention_mask=mask, pooled_prompt_embeds=pooled, resolution=64,
-               num_frames=9, num_inference_steps=2, seed=0)[0]
+               num_frames=5, num_inference_steps=1, seed=0)[0]
     # latent_concat drops the first latent frame (4 decoded frames), as released
-    assert out.frames.shape == ((9 if kind == "token_replace" else 5), 32, 64, 3)
+    assert out.frames.shape == ((5 if kind == "token_replace" else 1), 32, 64, 3)
     with pytest.raises(ValueError, match="resolution must be one of"):
         pipe(image, prompt_embeds=states, prompt_attention_mask=mask, pooled_prompt_embeds=pooled, resolution="4k")

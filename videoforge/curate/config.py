@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from videoforge.curate.stages.blur import BlurOptions, StartFrameOptions
+from videoforge.curate.stages.blur import BlurOptions
 from videoforge.curate.stages.borders import BorderOptions
 from videoforge.curate.stages.embed import EmbedOptions
 from videoforge.curate.stages.motion import MotionOptions
@@ -21,6 +21,7 @@ from videoforge.curate.stages.people import PeopleOptions
 from videoforge.curate.stages.probe import ProbeOptions
 from videoforge.curate.stages.quality import QualityOptions
 from videoforge.curate.stages.shots import ShotOptions
+from videoforge.curate.stages.start_frame import StartFrameOptions
 from videoforge.curate.stages.watermark import WatermarkOptions
 
 

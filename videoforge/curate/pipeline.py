@@ -11,7 +11,7 @@ import numpy as np
 
 from videoforge.curate.config import CurateConfig
 from videoforge.curate.stage import Clip, Stage, applies, run_stage
-from videoforge.curate.stages.blur import BlurStage, StartFrameStage
+from videoforge.curate.stages.blur import BlurStage
 from videoforge.curate.stages.borders import BorderStage
 from videoforge.curate.stages.embed import EmbedStage
 from videoforge.curate.stages.motion import MotionStage
@@ -20,6 +20,7 @@ from videoforge.curate.stages.people import PeopleStage
 from videoforge.curate.stages.probe import ProbeStage
 from videoforge.curate.stages.quality import QualityStage
 from videoforge.curate.stages.shots import ShotStage, shot_spans, split_into_clips
+from videoforge.curate.stages.start_frame import StartFrameStage
 from videoforge.curate.stages.watermark import WatermarkStage
 from videoforge.curate.video_io import ClipSpec, decode_image, kind_of, write_clips, write_image
 

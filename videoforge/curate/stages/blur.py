@@ -1,6 +1,6 @@
-"""Blur and start frame. Sharpness is the variance of the Laplacian of each analysis frame
-(computed once per clip, shared by both stages); blurred segments are runs of frames below
-`min_sharpness`, and the clip starts at the sharpest frame of its first part."""
+"""Blur. Sharpness is the variance of the Laplacian of each analysis frame (computed once per
+clip and shared with the start-frame stage); blurred segments are runs of frames below
+`min_sharpness`, and clips mostly in blurred segments are dropped."""
 
 from __future__ import annotations
 
@@ -24,26 +24,6 @@ def blurred_segments(sharpness: np.ndarray, threshold: float, min_len: int = 1) 
     low = np.concatenate([[False], sharpness < threshold, [False]])
     edges = np.flatnonzero(low[1:] != low[:-1])
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_len]
-
-
-@dataclass
-class StartFrameOptions:
-    search_fraction: float = 0.1  # look for the sharpest frame in this first share of the clip
-    max_search_frames: int = 24
-
-
-class StartFrameStage(Stage):
-    name = "start_frame"
-    drop_stage = "blur"
-
-    def __init__(self, options: StartFrameOptions) -> None:
-        self.options = options
-
-    def process(self, clip: Clip) -> Clip:
-        s = frame_sharpness(clip)
-        n = max(1, min(self.options.max_search_frames, int(len(s) * self.options.search_fraction)))
-        clip.start_frame_sharpest = clip.start_frame + int(np.argmax(s[:n]))
-        return clip
 
 
 @dataclass

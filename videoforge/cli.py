@@ -37,7 +37,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        help="text-to-video: write an mp4 (+ a JSON sidecar with every setting) per prompt",
+        help="text-to-video (image-to-video with --image): an mp4 + a JSON sidecar with every setting per prompt",
         description="Generate videos from text. Unset options take the model folder's defaults "
         "(videoforge.json; the release: 720x1280, 129 frames, 50 steps, shift 7, guidance 6).",
     )

@@ -363,6 +363,8 @@ def _load_llm_tokenizer(path: Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:  # padded positions are masked out, so any id will do
+        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 

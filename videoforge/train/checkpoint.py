@@ -41,12 +41,19 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _state(model: nn.Module, optimizer: Optimizer, ema: EMA) -> dict:
-    return {
+Extra = dict[str, tuple[nn.Module, Optimizer]]  # more trained modules, e.g. the VAE's discriminator
+
+
+def _state(model: nn.Module, optimizer: Optimizer, ema: EMA, extra: Extra | None) -> dict:
+    state = {
         "model": get_model_state_dict(model),
         "optim": get_optimizer_state_dict(model, optimizer),
         "ema": dict(ema.state_dict()),
     }
+    for name, (m, o) in (extra or {}).items():
+        state[f"{name}.model"] = get_model_state_dict(m)
+        state[f"{name}.optim"] = get_optimizer_state_dict(m, o)
+    return state
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -57,7 +64,9 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: Optimizer, ema: EMA, keep: int = 2) -> Path:
+def save_checkpoint(
+    root: Path, step: int, model: nn.Module, optimizer: Optimizer, ema: EMA, keep: int = 2, extra: Extra | None = None
+) -> Path:
     """Write the state after `step` optimizer steps; keep the newest `keep` checkpoints."""
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f"{final.name}.tmp"
@@ -65,7 +74,7 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: Optimize
         shutil.rmtree(tmp, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
     _barrier()
-    state = _state(model, optimizer, ema)
+    state = _state(model, optimizer, ema, extra)
     state["step"] = step
     with warnings.catch_warnings():  # single process: DCP warns that it is not distributed
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -80,11 +89,11 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: Optimize
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA) -> int:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA, extra: Extra | None = None) -> int:
     """Restore model, optimizer and EMA in place; returns the step the checkpoint was taken at."""
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no .metadata)")
-    state = _state(model, optimizer, ema)
+    state = _state(model, optimizer, ema, extra)
     state["step"] = -1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -92,4 +101,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
     ema.load_state_dict(state["ema"])
+    for name, (m, o) in (extra or {}).items():
+        set_model_state_dict(m, state[f"{name}.model"])
+        set_optimizer_state_dict(m, o, state[f"{name}.optim"])
     return int(state["step"])

@@ -1,0 +1,154 @@
+"""The VAE trainer (recipe `task: vae`): L1 + LPIPS + KL, plus a 3D patch adversarial term from
+`vae_loss.disc_start` on. Video and image batches mixed (video_ratio, 4:1 by default), frames
+at a random stride (stage `frame_stride`, 1..8 in the recipes), the resolution/length
+curriculum from the stages, and tiled passes mixed in at random so tiled inference sees what
+training saw. Single process (the VAE is small next to the DiT); same checkpoint and metrics
+layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` the EMA.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from videoforge.config import preset
+from videoforge.train import seeding
+from videoforge.train.buckets import BucketSampler, LatentGeometry
+from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from videoforge.train.datasets import load_items, load_pixels, select_tiers
+from videoforge.train.ema import EMA
+from videoforge.train.losses import LPIPS, PatchDiscriminator3D, generator_adv_loss, hinge_d_loss, video_lpips
+from videoforge.train.recipe import Recipe
+from videoforge.train.trainer import RunOptions
+
+
+def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
+    from videoforge.models import build_vae, load_vae
+
+    if recipe.model.init or recipe.model.vae:
+        return load_vae(recipe.model.init or recipe.model.vae)
+    torch.manual_seed(recipe.run.seed)
+    return build_vae(preset(recipe.model.preset).vae)
+
+
+def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) -> dict[str, float]:
+    w = recipe.vae_loss
+    g = seeding.torch_generator(recipe.run.seed, step, -1, seeding.NOISE)
+    tiled = torch.rand((), generator=g).item() < w.tiled_ratio
+    if tiled:
+        vae.enable_tiling(w.tile_sample_min_size, w.tile_sample_min_tsize)
+    try:
+        post = vae.encode(pixels)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)
+        recon = vae.decode(z)
+    finally:
+        vae.disable_tiling()
+    l1 = (recon - pixels).abs().mean()
+    kl = post.kl().mean() / pixels[0].numel()  # per input element, so the weight is resolution-free
+    loss = w.l1 * l1 + w.kl * kl
+    out = {"l1": l1.item(), "kl": kl.item(), "tiled": tiled}
+    if w.lpips > 0:
+        lp = video_lpips(lpips, recon, pixels)
+        loss = loss + w.lpips * lp
+        out["lpips"] = lp.item()
+    adv_on = w.adversarial > 0 and step >= w.disc_start
+    if adv_on:
+        adv = generator_adv_loss(disc(recon))
+        loss = loss + w.adversarial * adv
+        out["adv"] = adv.item()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.optim.grad_clip > 0:
+        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.optim.grad_clip))
+    opt.step()
+    if adv_on:
+        d_loss = hinge_d_loss(disc(pixels), disc(recon.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        out["d_loss"] = d_loss.item()
+    out["loss"] = loss.item()
+    return out
+
+
+def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or opts.sp != 1:
+        raise ValueError("the VAE trainer runs in one process; launch it without torchrun and without --sp")
+    path = opts.data or recipe.data.path
+    if path is None:
+        raise ValueError("no training data: pass --data PATH or set data.path in the recipe")
+    items = load_items(path)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    w = recipe.vae_loss
+
+    vae = build_trainable_vae(recipe).to(device).train().requires_grad_(True)
+    torch.manual_seed(recipe.run.seed + 1)
+    disc = PatchDiscriminator3D().to(device)
+    lpips = (LPIPS.from_file(w.lpips_weights) if w.lpips_weights else LPIPS()).to(device) if w.lpips > 0 else None
+    if w.lpips > 0 and not w.lpips_weights:
+        import logging
+
+        logging.getLogger(__name__).warning("LPIPS with random weights (no vae_loss.lpips_weights): not a perceptual loss")
+    o = recipe.optim
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr_at(0), betas=o.betas, weight_decay=o.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=w.disc_lr, betas=(0.5, 0.9))
+    ema = EMA(vae, o.ema_decay)
+    extra = {"disc": (disc, opt_d)}
+
+    step = 0
+    found = checkpoint_dirs(out / "checkpoints") if opts.resume else []
+    if found:
+        step = load_checkpoint(found[-1], vae, opt, ema, extra)
+    end = recipe.total_steps if opts.max_steps is None else min(recipe.total_steps, opts.max_steps)
+    vae_cfg = vae.config
+    geometry = LatentGeometry(spatial=vae_cfg.spatial_compression_ratio, temporal=vae_cfg.time_compression_ratio)
+    samplers: dict[int, BucketSampler] = {}
+    bar = tqdm(total=end, initial=step, desc="train vae", disable=not opts.progress)
+    last: dict[str, Any] = {}
+    with (out / "metrics.jsonl").open("a") as metrics:
+        while step < end:
+            si, stage = recipe.stage_at(step)
+            if si not in samplers:
+                ids = select_tiers([it.tiers for it in items], stage.tiers)
+                samplers[si] = BucketSampler(
+                    [items[i].shape for i in ids], ids=ids, anchors=stage.anchors, frames=stage.frames,
+                    token_budget=stage.token_budget, max_batch=stage.max_batch, image_ratio=1.0 - w.video_ratio,
+                    seed=recipe.run.seed + 7919 * si, geometry=geometry, grid=stage.bucket_grid,
+                    max_aspect=stage.max_aspect, min_stride=stage.frame_stride[0],
+                )
+            t0 = time.perf_counter()
+            bucket, picks = samplers[si].batch_at(step)
+            pixels = torch.stack([
+                load_pixels(items[i], bucket, seeding.torch_generator(recipe.run.seed, step, j, seeding.MEDIA), stage.frame_stride)
+                for j, i in enumerate(picks)
+            ]).to(device)
+            for group in opt.param_groups:
+                group["lr"] = recipe.lr_at(step)
+            last = vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe, step)
+            ema.update(vae)
+            step += 1
+            last.update(step=step, batch=len(picks), bucket=f"{bucket.frames}x{bucket.height}x{bucket.width}",
+                        step_time=time.perf_counter() - t0)
+            metrics.write(json.dumps(last) + "\n")
+            metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", l1=f"{last['l1']:.4f}")
+            if recipe.run.checkpoint_every and step % recipe.run.checkpoint_every == 0:
+                save_checkpoint(out / "checkpoints", step, vae, opt, ema, recipe.run.keep_checkpoints, extra)
+    bar.close()
+    save_checkpoint(out / "checkpoints", step, vae, opt, ema, recipe.run.keep_checkpoints, extra)
+    from videoforge.models import save_vae
+
+    save_vae(vae, out / "final" / "vae")
+    vae.load_state_dict(ema.state_dict(), strict=False)
+    save_vae(vae, out / "final" / "vae_ema")
+    return {"step": step, "loss": last.get("loss"), "out": str(out)}

@@ -357,6 +357,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=4, help="frames sampled per clip (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai; default: %(default)s)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    p.add_argument("--retries", type=int, default=3, help="retries per request, with backoff (default: %(default)s)")
     p.add_argument("--prompt-file", metavar="F", help="an edited caption prompt template (see annotate/captions.py)")
     p.add_argument("--no-camera-motion", action="store_true", help="skip the camera-motion classifier")
 
@@ -372,7 +373,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
             if args.prompt_file:
                 cfg.prompt_template, cfg.prompt_version = load_prompt_template(args.prompt_file)
             backend = make_backend(args.backend, args.model, args.base_url, args.api_key_env, args.timeout,
-                                   args.concurrency)
+                                   args.concurrency, args.retries)
             s = caption_manifest(args.manifest, backend, cfg)
         except (CaptionBackendError, FileNotFoundError, ValueError) as e:
             raise CLIError(str(e)) from None

@@ -232,6 +232,6 @@ def test_caption_cli(manifest_dir, monkeypatch, capsys):
     with ScriptedChatServer(lambda req: good_reply()) as dead:
         url = dead.base_url
     assert main(["caption", str(manifest_dir), "--model", "m", "--base-url", url, "--only-missing",
-                 "--timeout", "2", "--no-camera-motion"]) == 1
+                 "--timeout", "2", "--retries", "0", "--no-camera-motion"]) == 1
     assert "run the same command again to resume" in capsys.readouterr().err
     assert len([r for r in rows(manifest_dir).values() if r["caption"]]) == 2

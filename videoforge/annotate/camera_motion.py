@@ -31,7 +31,7 @@ LABELS: tuple[str, ...] = (
 
 # Predictions below this confidence are not written to the manifest or the caption.
 CONFIDENCE_THRESHOLD = 0.6
-FEATURE_VERSION = "flow-v1"
+FEATURE_VERSION = "flow-v2"
 HEAD_PATH = Path(__file__).with_name("camera_motion_head.safetensors")
 
 
@@ -128,7 +128,7 @@ def clip_features(frames: np.ndarray, fps: float, cfg: FlowConfig = FlowConfig()
         raise ValueError(f"camera motion needs at least 2 frames, got {len(frames)}")
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # FAST blurs parallax away
     per_pair = []
     for i in _pair_indices(len(frames), cfg.max_pairs):
         g0, g1 = _gray_small(frames[i], cfg.max_side), _gray_small(frames[i + 1], cfg.max_side)

@@ -175,13 +175,13 @@ class LocalVLMBackend:
 
 
 def make_backend(backend: str, model: str, base_url: str | None = None, api_key_env: str | None = None,
-                 timeout: float = 120.0, concurrency: int = 4) -> OpenAIBackend | LocalVLMBackend:
+                 timeout: float = 120.0, concurrency: int = 4, max_retries: int = 3) -> OpenAIBackend | LocalVLMBackend:
     """The backend the `caption` command asks for."""
     if backend == "openai":
         if not base_url:
             raise CaptionBackendError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         return OpenAIBackend(OpenAICompatibleClient(base_url, model, api_key_env=api_key_env, timeout=timeout,
-                                                    concurrency=concurrency))
+                                                    concurrency=concurrency, max_retries=max_retries))
     if backend == "local":
         return LocalVLMBackend(model)
     raise CaptionBackendError(f"unknown backend {backend!r}; expected 'local' or 'openai'")

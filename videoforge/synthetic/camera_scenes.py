@@ -323,9 +323,10 @@ def _rgba(texture: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 def _layer_for(poses, depth, width, height, focal, kind, rng, coverage=None, max_radius=40) -> Layer:
     x0, y0, x1, y1 = plane_footprint(poses, depth, width, height)
     texel = depth / focal  # about one texel per pixel at the start
+    # Fast long tilts see the plane at grazing angles, where the footprint explodes: coarsen the
+    # texture there rather than allocate gigapixels (only such extreme clips are affected).
+    texel *= max(1.0, math.sqrt((x1 - x0) * (y1 - y0) / texel**2) / 3000)
     tw, th = int((x1 - x0) / texel) + 16, int((y1 - y0) / texel) + 16
-    if tw * th > 3000 * 3000:
-        raise ValueError(f"layer at depth {depth:.2f} would need a {tw}x{th} texture; lower the speed or frame count")
     tex = make_texture(kind, th, tw, rng)
     mask = None if coverage is None else make_shapes_mask(th, tw, coverage, max_radius, rng)
     return Layer(_rgba(tex, mask), depth, ((x0 + x1) / 2, (y0 + y1) / 2), texel)
@@ -341,7 +342,8 @@ def render_clip(label: str, settings: SceneSettings, rng: np.random.Generator) -
     bg_depth = rng.uniform(*s.background_depth)
     near = rng.uniform(*s.near_depth)
     n_layers = int(rng.integers(s.num_shape_layers[0], s.num_shape_layers[1] + 1))
-    depths = sorted(np.exp(rng.uniform(math.log(near), math.log(bg_depth * 0.7), n_layers)))
+    # the nearest shape layer is always at `near`, so translating cameras show clear parallax
+    depths = [near] + sorted(np.exp(rng.uniform(math.log(near), math.log(bg_depth * 0.7), n_layers - 1)))
     subject_depth = rng.uniform(min(near, bg_depth * 0.25), min(near * 2.0, bg_depth * 0.4)) if label.startswith("around_") else near
     ref_depth = math.sqrt(depths[0] * bg_depth)  # pans: the speed is the motion at this depth
     if label.startswith("around_"):

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from videoforge.annotate.caption_run import JOURNAL, CaptionRunConfig, caption_manifest, read_journal
 from videoforge.annotate.camera_motion import LABELS
@@ -235,3 +234,15 @@ def test_caption_cli(manifest_dir, monkeypatch, capsys):
                  "--timeout", "2", "--retries", "0", "--no-camera-motion"]) == 1
     assert "run the same command again to resume" in capsys.readouterr().err
     assert len([r for r in rows(manifest_dir).values() if r["caption"]]) == 2
+
+
+def test_long_captions_are_flagged_not_dropped(manifest_dir):
+    long_reply = json.dumps({"short_description": "A scene", "dense_description": " ".join(["detail"] * 300)})
+    with ScriptedChatServer(lambda req: long_reply) as server:
+        summary = caption_manifest(manifest_dir, backend_for(server), CaptionRunConfig(
+            frames_per_clip=2, camera_motion=False, limit=1), progress=False)
+    assert summary.captioned == 1 and summary.over_budget == 1
+    row = next(r for r in rows(manifest_dir).values() if r["caption"])
+    source = json.loads(row["caption_source"])
+    assert source["over_token_budget"] is True and source["tokens"] > 256
+    assert len(json.loads(row["caption"])["dense_description"].split()) == 300

@@ -255,7 +255,7 @@ class SceneSettings:
     shake_px: tuple[float, float] = (1.0, 3.0)  # handheld shake amplitude at 256 px width
     num_sprites: tuple[int, int] = (1, 3)  # moving objects in static shots
     sprite_prob: float = 0.3  # chance of moving objects in the other shots
-    crf: tuple[int, int] = (18, 30)  # None-like (0, 0) skips the H.264 round trip
+    crf: tuple[int, int] = (18, 30)  # (0, 0) skips the H.264 round trip
     fov_deg: tuple[float, float] = (45.0, 65.0)
 
 
@@ -320,7 +320,9 @@ def _rgba(texture: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.dstack([texture, alpha])
 
 
-def _layer_for(poses, depth, width, height, focal, kind, rng, coverage=None, max_radius=40) -> Layer:
+def _layer_for(poses: list[CameraPose], depth: float, width: int, height: int, focal: float, kind: str,
+               rng: np.random.Generator, coverage: float | None = None, max_radius: int = 40) -> Layer:
+    """A layer at `depth` whose texture covers everything the poses see of it (opaque without `coverage`)."""
     x0, y0, x1, y1 = plane_footprint(poses, depth, width, height)
     texel = depth / focal  # about one texel per pixel at the start
     # Fast long tilts see the plane at grazing angles, where the footprint explodes: coarsen the
@@ -383,21 +385,13 @@ def render_clip(label: str, settings: SceneSettings, rng: np.random.Generator) -
     crf = int(rng.integers(s.crf[0], s.crf[1] + 1)) if s.crf[1] > 0 else 0
     if crf:
         frames = h264_round_trip(frames, s.fps, crf)
-    params = dict(speed_px=speed, shake_px=shake, focal=focal, background_depth=bg_depth, layer_depths=list(depths),
+    params = dict(speed_px=speed, shake_px=shake, focal=focal, background_depth=bg_depth, layer_depths=[float(d) for d in depths],
                   subject_depth=subject_depth, crf=crf, sprites=n_sprites)
     return Clip(frames, label, s.fps, params)
-
-
-def render_dataset(settings: SceneSettings, clips_per_label: int, seed: int,
-                   labels: tuple[str, ...] = CAMERA_MOTION_LABELS):
-    """Yield `clips_per_label` clips of every label, deterministically from `seed`."""
-    for i in range(clips_per_label):
-        for j, label in enumerate(labels):
-            yield render_clip(label, settings, np.random.default_rng([seed, i, j]))
 
 
 __all__ = [
     "CAMERA_MOTION_LABELS", "TEXTURE_KINDS", "CameraPose", "Clip", "Layer", "SceneSettings", "Sprite",
     "camera_path", "encode_h264", "h264_round_trip", "make_shapes_mask", "make_texture", "plane_footprint",
-    "render_clip", "render_dataset", "render_frames",
+    "render_clip", "render_frames",
 ]  # fmt: skip

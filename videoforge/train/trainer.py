@@ -57,6 +57,15 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop()
 
 
+def tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
 def dit_config(recipe: Recipe) -> DiTConfig:
     base = preset(recipe.model.preset).dit.to_dict()
     unknown = set(recipe.model.dit) - set(base)
@@ -215,6 +224,7 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
 
     samplers: dict[int, BucketSampler] = {}
     metrics = (out / "metrics.jsonl").open("a") if dims.is_main else None
+    tb = tensorboard_writer(out / "tensorboard") if dims.is_main else None
     bar = tqdm(total=end, initial=step, desc="train", disable=not (opts.progress and dims.is_main))
     last_saved, last = step, {}
     previous = signal.signal(signal.SIGTERM, _raise_stop)
@@ -232,6 +242,9 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
             if metrics is not None and step % recipe.run.log_every == 0:
                 metrics.write(json.dumps(last) + "\n")
                 metrics.flush()
+                for k, v in last.items():
+                    if tb is not None and isinstance(v, (int, float)) and k != "step":
+                        tb.add_scalar(f"train/{k}", v, step)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{dt:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
             if recipe.run.checkpoint_every and step % recipe.run.checkpoint_every == 0:
@@ -248,6 +261,8 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         bar.close()
         if metrics is not None:
             metrics.close()
+        if tb is not None:
+            tb.close()
     if step != last_saved:  # always leave a checkpoint at exit
         save_checkpoint(ckpt_root, step, model, optimizer, ema, recipe.run.keep_checkpoints)
     if step >= recipe.total_steps or (opts.max_steps is not None and step >= opts.max_steps):

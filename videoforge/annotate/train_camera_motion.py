@@ -165,8 +165,8 @@ def confusion_png(report: dict, path: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips-per-label", type=int, default=48, help="training clips per label (x4 with augmentation)")
-    p.add_argument("--bench-clips-per-label", type=int, default=30)
+    p.add_argument("--clips-per-label", type=int, default=28, help="training clips per label (x4 with augmentation)")
+    p.add_argument("--bench-clips-per-label", type=int, default=20)
     p.add_argument("--head", default=str(HEAD_PATH), help="where to write/read the head weights")
     p.add_argument("--docs", default="docs", help="folder for camera_motion_confusion.png and _benchmark.json")
     p.add_argument("--bench-only", action="store_true", help="evaluate the existing head only")

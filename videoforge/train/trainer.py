@@ -33,7 +33,7 @@ from videoforge.train.datasets import select_tiers
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.ema import EMA
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
-from videoforge.train.recipe import Recipe
+from videoforge.train.recipe import Recipe, StageSection
 from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,9 @@ def _set_grad_sync(model: nn.Module, on: bool) -> None:
         model.set_requires_gradient_sync(on)
 
 
-def train_step(model, optimizer, ema, sampler, source, recipe, step, dims, stage) -> dict[str, Any]:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, sampler: BucketSampler, source: Source,
+               recipe: Recipe, step: int, dims: ParallelDims, stage: StageSection) -> dict[str, Any]:
+    """One optimizer step at global step `step` (0-based); returns its metrics."""
     bucket, items = sampler.batch_at(step)
     global_b = len(items)
     per_rank = global_b // dims.dp

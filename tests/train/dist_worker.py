@@ -51,6 +51,7 @@ def ulysses_vs_full(group) -> dict[str, float]:
 
 
 def main(recipe_path: str, cache: str, out: str) -> None:
+    dist.init_process_group("gloo")  # owned here, so the training runs leave it up for the checks below
     # FSDP2 data parallel through the CLI (what `torchrun -m videoforge train` runs), then Ulysses.
     rc = cli.main(["train", "--config", recipe_path, "--data", cache, "--out", str(Path(out) / "fsdp"), "--no-progress"])
     assert rc == 0, rc

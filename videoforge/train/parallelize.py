@@ -30,6 +30,7 @@ class ParallelDims:
     sp: int = 1
     device: torch.device = torch.device("cpu")
     sp_group: dist.ProcessGroup | None = None
+    owns_group: bool = False  # setup_distributed created the process group (and the run should end it)
 
     @property
     def dp(self) -> int:
@@ -59,11 +60,12 @@ def setup_distributed(sp: int = 1) -> ParallelDims:
         backend = "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend)
     rank = dist.get_rank()
     groups = [dist.new_group(list(range(g * sp, (g + 1) * sp))) for g in range(world // sp)] if sp > 1 else []
-    return ParallelDims(world, rank, sp, device, groups[rank // sp] if groups else None)
+    return ParallelDims(world, rank, sp, device, groups[rank // sp] if groups else None, owns)
 
 
 def apply_sequence_parallel(model: nn.Module, group: dist.ProcessGroup) -> None:

@@ -273,4 +273,6 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         export_final(out / "final", model, ema, recipe, dims, vae)
     if dims.world > 1:
         dist.barrier()
+    if dims.owns_group:
+        dist.destroy_process_group()
     return {"step": step, "loss": last.get("loss"), "out": str(out)}

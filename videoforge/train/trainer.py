@@ -275,4 +275,4 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         dist.barrier()
     if dims.owns_group:
         dist.destroy_process_group()
-    return {"step": step, "loss": last.get("loss"), "out": str(out)}
+    return {"step": step, "loss": last.get("loss") if dims.is_main else None, "out": str(out)}

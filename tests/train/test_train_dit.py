@@ -152,3 +152,28 @@ def test_cli_cache_then_train(squares, tmp_path, capsys):
     bad.write_text("optim: {learning_rate: 1}\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 1
     assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(cache, tiny_recipe, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import videoforge.train.trainer as trainer
+
+    r = recipe_from_dict(tiny_recipe(6))
+    real_step = trainer.train_step
+
+    def step_then_term(*args):
+        out = real_step(*args)
+        if args[6] == 2:  # SIGTERM arrives during the 3rd step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(trainer, "train_step", step_then_term)
+    assert train(r, RunOptions(out=tmp_path / "stopped", data=str(cache), progress=False))["step"] == 3
+    assert [p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir()] == ["step_00000003"]
+    assert not (tmp_path / "stopped" / "final").exists()
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    train(r, RunOptions(out=tmp_path / "stopped", data=str(cache), resume=True, progress=False))
+    train(r, RunOptions(out=tmp_path / "straight", data=str(cache), progress=False))
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "straight")

@@ -34,7 +34,6 @@ class DataSection:
     path: str | None = None  # manifest.parquet or a folder of media + captions; --data overrides
     cache: str | None = None  # a `videoforge cache` folder; used instead of decoding when set
     caption_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
-    num_workers: int = 0
 
 
 @dataclass

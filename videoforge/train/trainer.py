@@ -49,12 +49,34 @@ class RunOptions:
     progress: bool = True
 
 
-class _Stop(Exception):
-    """SIGTERM: leave the loop, write a checkpoint, exit."""
+class StopRequest:
+    """SIGTERM / Ctrl-C set a flag that the loop reads between steps (never mid-step, so the
+    checkpoint written on the way out is consistent); all ranks agree before anyone stops."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-def _raise_stop(signum: int, frame: Any) -> None:
-    raise _Stop()
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def agreed(self, dims: ParallelDims) -> bool:
+        if dims.world == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=dims.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 def tensorboard_writer(folder: Path) -> Any:
@@ -229,37 +251,37 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     tb = tensorboard_writer(out / "tensorboard") if dims.is_main else None
     bar = tqdm(total=end, initial=step, desc="train", disable=not (opts.progress and dims.is_main))
     last_saved, last = step, {}
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
     model.train()
     try:
-        while step < end:
-            si, stage = recipe.stage_at(step)
-            if si not in samplers:
-                samplers[si] = make_sampler(source, recipe, si, dims)
-            t0 = time.perf_counter()
-            last = train_step(model, optimizer, ema, samplers[si], source, recipe, step, dims, stage)
-            step += 1
-            dt = time.perf_counter() - t0
-            last.update(step=step, stage=stage.name, step_time=dt, tokens_per_s=last["tokens"] / dt)
-            if metrics is not None and step % recipe.run.log_every == 0:
-                metrics.write(json.dumps(last) + "\n")
-                metrics.flush()
-                for k, v in last.items():
-                    if tb is not None and isinstance(v, (int, float)) and k != "step":
-                        tb.add_scalar(f"train/{k}", v, step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{dt:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
-            if recipe.run.checkpoint_every and step % recipe.run.checkpoint_every == 0:
-                save_checkpoint(ckpt_root, step, model, optimizer, ema, recipe.run.keep_checkpoints)
-                last_saved = step
-            if recipe.run.validate_every and step % recipe.run.validate_every == 0:
-                from videoforge.train.validation import validate
+        with StopRequest() as stop:
+            while step < end:
+                if stop.agreed(dims):
+                    log.warning("stop requested at step %d; writing a checkpoint", step)
+                    break
+                si, stage = recipe.stage_at(step)
+                if si not in samplers:
+                    samplers[si] = make_sampler(source, recipe, si, dims)
+                t0 = time.perf_counter()
+                last = train_step(model, optimizer, ema, samplers[si], source, recipe, step, dims, stage)
+                step += 1
+                dt = time.perf_counter() - t0
+                last.update(step=step, stage=stage.name, step_time=dt, tokens_per_s=last["tokens"] / dt)
+                if metrics is not None and step % recipe.run.log_every == 0:
+                    metrics.write(json.dumps(last) + "\n")
+                    metrics.flush()
+                    for k, v in last.items():
+                        if tb is not None and isinstance(v, (int, float)) and k != "step":
+                            tb.add_scalar(f"train/{k}", v, step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{dt:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
+                if recipe.run.checkpoint_every and step % recipe.run.checkpoint_every == 0:
+                    save_checkpoint(ckpt_root, step, model, optimizer, ema, recipe.run.keep_checkpoints)
+                    last_saved = step
+                if recipe.run.validate_every and step % recipe.run.validate_every == 0:
+                    from videoforge.train.validation import validate
 
-                validate(model, ema, recipe, out / "validation" / f"step_{step:08d}", dims, vae, text_encoder)
-    except (KeyboardInterrupt, _Stop):
-        log.warning("interrupted at step %d; writing a checkpoint", step)
+                    validate(model, ema, recipe, out / "validation" / f"step_{step:08d}", dims, vae, text_encoder)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         bar.close()
         if metrics is not None:
             metrics.close()

@@ -8,6 +8,7 @@ layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -42,12 +43,16 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
     tiled = torch.rand((), generator=g).item() < w.tiled_ratio
     if tiled:
         vae.enable_tiling(w.tile_sample_min_size, w.tile_sample_min_tsize)
+    autocast = (torch.autocast("cuda", dtype=getattr(torch, recipe.run.mixed_precision))
+                if pixels.is_cuda and recipe.run.mixed_precision != "float32" else contextlib.nullcontext())
     try:
-        post = vae.encode(pixels)
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)
-        recon = vae.decode(z)
+        with autocast:
+            post = vae.encode(pixels)
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)
+            recon = vae.decode(z)
     finally:
         vae.disable_tiling()
+    recon = recon.float()
     l1 = (recon - pixels).abs().mean()
     kl = post.kl().mean() / pixels[0].numel()  # per input element, so the weight is resolution-free
     loss = w.l1 * l1 + w.kl * kl

@@ -55,7 +55,10 @@ def main(recipe_path: str, cache: str, out: str) -> None:
     # FSDP2 data parallel through the CLI (what `torchrun -m videoforge train` runs), then Ulysses.
     rc = cli.main(["train", "--config", recipe_path, "--data", cache, "--out", str(Path(out) / "fsdp"), "--no-progress"])
     assert rc == 0, rc
-    summary = train(load_recipe(recipe_path), RunOptions(out=Path(out) / "sp", data=cache, sp=2, progress=False))
+    # Ulysses with activation checkpointing and FSDP2 all on: the three compose.
+    recipe = load_recipe(recipe_path)
+    recipe.run.activation_checkpointing = True
+    summary = train(recipe, RunOptions(out=Path(out) / "sp", data=cache, sp=2, progress=False))
     errs = ulysses_vs_full(dist.group.WORLD)
     if dist.get_rank() == 0:
         (Path(out) / "worker.json").write_text(json.dumps({"ulysses": errs, "sp_summary": summary}))

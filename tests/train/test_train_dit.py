@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,28 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(cache, tiny_recipe, 
     train(r, RunOptions(out=tmp_path / "stopped", data=str(cache), resume=True, progress=False))
     train(r, RunOptions(out=tmp_path / "straight", data=str(cache), progress=False))
     assert losses(tmp_path / "stopped") == losses(tmp_path / "straight")
+
+
+def test_image_to_video_conditioning():
+    from videoforge.train.trainer import condition_first_frame
+
+    x0, xt = torch.randn(2, 16, 3, 4, 4), torch.randn(2, 16, 3, 4, 4)
+    inp, f0 = condition_first_frame("token_replace", x0, xt)
+    assert f0 == 1 and torch.equal(inp[:, :, 0], x0[:, :, 0]) and torch.equal(inp[:, :, 1:], xt[:, :, 1:])
+    inp, f0 = condition_first_frame("latent_concat", x0, xt)
+    assert inp.shape == (2, 33, 3, 4, 4) and f0 == 1
+    assert torch.equal(inp[:, 16:32, 0], x0[:, :, 0]) and not inp[:, 16:32, 1:].any()
+    assert inp[:, 32, 0].eq(1).all() and not inp[:, 32, 1:].any()
+    with pytest.raises(ValueError, match="video buckets"):
+        condition_first_frame("token_replace", x0[:, :, :1], xt[:, :, :1])
+
+
+@pytest.mark.parametrize("cond_type,channels", [("token_replace", 16), ("latent_concat", 33)])
+def test_image_to_video_training_runs(cache, tiny_recipe, tmp_path, cond_type, channels):
+    d = tiny_recipe(2)
+    d["model"]["dit"] = {**d["model"]["dit"], "i2v_condition_type": cond_type, "in_channels": channels}
+    train(recipe_from_dict(d), RunOptions(out=tmp_path, data=str(cache), progress=False))
+    assert all(math.isfinite(l) for l in losses(tmp_path))
+    from videoforge.models import load_dit
+
+    assert load_dit(tmp_path / "final").config.i2v_condition_type == cond_type

@@ -129,6 +129,27 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
     return MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout), vae, text_encoder
 
 
+def condition_first_frame(cond_type: str | None, x0: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Image-to-video training: (model input, first latent frame the loss covers).
+
+    The first latent frame is the conditioning image, as at inference (pipelines/image_to_video):
+    "token_replace" feeds it clean in place of its noisy version; "latent_concat" appends
+    [image latent in frame 0, zeros after | frame-0 mask] on the channels. Either way the loss
+    covers the frames the model must generate, 1 onward.
+    """
+    if cond_type is None:
+        return xt, 0
+    if x0.shape[2] < 2:
+        raise ValueError("image-to-video training needs video buckets (more than one latent frame); drop 1 from `frames`")
+    if cond_type == "token_replace":
+        return torch.cat([x0[:, :, :1], xt[:, :, 1:]], 2), 1
+    cond = torch.zeros_like(x0)
+    cond[:, :, 0] = x0[:, :, 0]
+    mask = torch.zeros_like(x0[:, :1])
+    mask[:, :, 0] = 1
+    return torch.cat([xt, cond, mask], 1), 1
+
+
 def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: int, sample_ids: list[int],
                scale: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(scaled loss to back-propagate, unscaled sum of per-sample losses) for one micro-batch."""
@@ -144,6 +165,8 @@ def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: 
     sigma, guidance = torch.cat(sig).to(device), torch.cat(gui).to(device)
     noise = torch.stack(noise).to(device)
     xt = flow.interpolate(x0, noise, sigma)
+    config = getattr(model, "config", None)
+    xt, f0 = condition_first_frame(getattr(config, "i2v_condition_type", None), x0, xt)
     text = batch.text.to(device)
     autocast = (
         torch.autocast("cuda", dtype=getattr(torch, recipe.run.mixed_precision))
@@ -152,7 +175,7 @@ def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: 
     )
     with autocast:
         pred = model(xt, flow.TIME_SCALE * sigma, text.states, text.mask, text.pooled, flow.TIME_SCALE * guidance)
-    per = flow.per_sample_loss(pred, flow.velocity_target(x0, noise))
+    per = flow.per_sample_loss(pred[:, :, f0:], flow.velocity_target(x0, noise)[:, :, f0:])
     return per.sum() * scale, per.detach().sum()
 
 

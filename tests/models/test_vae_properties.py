@@ -157,19 +157,3 @@ def test_posterior():
     torch.testing.assert_close(standard.kl(), torch.zeros(2))
     assert (post.kl() > 0).all()
 
-
-@pytest.mark.parametrize("stride", [1, (1, 2, 2)])
-@pytest.mark.parametrize("frames", [3, 4, 9])
-def test_folded_time_padding_equals_replicate_padding(monkeypatch, stride, frames):
-    """Short clips fold the replicated leading frames into the weights; the result is the padded conv's."""
-    torch.manual_seed(0)
-    conv = CausalConv3d(5, 7, 3, stride=stride)
-    x = torch.randn(2, 5, frames, 6, 6)
-    folded = conv(x)
-    monkeypatch.setattr(CausalConv3d, "FOLD_MAX_FRAMES", 0)
-    padded = conv(x)
-    torch.testing.assert_close(folded, padded, atol=1e-5, rtol=1e-5)
-    reference = torch.nn.functional.conv3d(
-        torch.nn.functional.pad(x, (1, 1, 1, 1, 2, 0), mode="replicate"), conv.conv.weight, conv.conv.bias, stride=stride
-    )
-    torch.testing.assert_close(padded, reference, atol=0, rtol=0)

@@ -43,18 +43,15 @@ class CausalConv3d(nn.Module):
     """Conv3d over a replicate-padded input: k//2 on each side in H and W, k-1 leading frames in time.
 
     With a stride the padding happens first, as in the release; a k=1 conv gets no padding.
+    (Folding the k-1 replicated frames into summed weights instead saves 1/T of the multiply-adds;
+    on CPU it sped up single layers with T <= 9 by 11-17% but the whole decoder not at all, as the
+    extra output copy ate the gain, so the plain pad stays.)
     """
-
-    # Up to this many frames the time padding is folded into the weights (see `_forward_folded`):
-    # that saves 1/T of the multiply-adds but costs one extra copy of the output, which measured
-    # break-even near T = 17 on CPU (bench/vae_decode.py).
-    FOLD_MAX_FRAMES = 16
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int | tuple[int, int, int] = 1):
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride)
         k = kernel_size
-        self.kernel_size = k
         # F.pad order: (W left, W right, H top, H bottom, T front, T back)
         self.padding = (k // 2, k // 2, k // 2, k // 2, k - 1, 0)
         self.pointwise = k == 1 and self.conv.stride == (1, 1, 1)
@@ -66,27 +63,7 @@ class CausalConv3d(nn.Module):
             # this matmul reads it in place.
             weight = self.conv.weight.flatten(1)
             return F.linear(x.movedim(1, -1), weight, self.conv.bias).movedim(-1, 1)
-        frames = x.shape[2]
-        if self.conv.stride[0] == 1 and self.kernel_size <= frames <= self.FOLD_MAX_FRAMES:
-            return self._forward_folded(F.pad(x, (*self.padding[:4], 0, 0), mode="replicate"))
         return self.conv(F.pad(x, self.padding, mode="replicate"))
-
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """The same conv on x padded in H and W only, without materialising the k-1 replicated frames.
-
-        Output frame t reads input frames t-k+1 .. t with negative indices replaced by frame 0. For
-        t >= k-1 that is a plain valid conv over x; each of the first k-1 outputs is a 2D conv of
-        frame 0 with its replicated taps summed into one weight, plus one 2D conv per later tap.
-        """
-        k, w, b = self.kernel_size, self.conv.weight, self.conv.bias
-        stride = self.conv.stride[1:]
-        heads = []
-        for t in range(k - 1):
-            y = F.conv2d(x[:, :, 0], w[:, :, : k - t].sum(2), b, stride=stride)
-            for j in range(k - t, k):
-                y = y + F.conv2d(x[:, :, t - (k - 1) + j], w[:, :, j], stride=stride)
-            heads.append(y.unsqueeze(2))
-        return torch.cat([*heads, self.conv(x)], dim=2)
 
 
 class ResnetBlock(nn.Module):

@@ -68,15 +68,29 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gif", action="store_true", help="also write an animated GIF preview")
     p.add_argument("--round-guidance-bf16", action="store_true", help="feed guidance rounded through bf16 like the release (6.0 -> 6016)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--lora", metavar="FILE", help="LoRA .safetensors (PEFT/diffusers or kohya/musubi keys) merged into the DiT; "
+                   "a key that matches no layer is an error")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="strength of --lora (0: no effect) (default: %(default)s)")
+    p.add_argument("--sp", type=int, default=1, metavar="N", help="sequence parallelism over N processes: "
+                   "torchrun --nproc_per_node N -m videoforge generate ... --sp N (rank 0 writes the files)")
+    p.add_argument("--rewrite", action="store_true", help="rewrite each prompt with the prompt rewriter first (cached by "
+                   "prompt, mode and model); the sidecar records prompt_original and prompt_rewritten")
+    add_rewriter_arguments(p, prefix="rewrite-")
 
     def run(args: argparse.Namespace) -> int:
         from videoforge.bundled import bundled_model_dir
+        from videoforge.llm import LLMClientError
         from videoforge.pipelines.generate import Job, generate, read_prompts_file
         from videoforge.pipelines.sizes import parse_size
+        from videoforge.rewrite import LocalModelError
 
         model_dir = args.model_dir or bundled_model_dir()
         if model_dir is None:
             raise CLIError("no bundled model in this build: pass --model-dir DIR (a model folder, a diffusers folder or the release's ckpts/)")
+        if args.rewrite and not args.rewrite_model:
+            raise CLIError("--rewrite needs --rewrite-model: a local chat-model folder, or the model name the endpoint serves")
+        if not args.rewrite and (args.rewrite_model or args.rewrite_base_url):
+            raise CLIError("--rewrite-model / --rewrite-base-url given without --rewrite")
         try:
             height, width = parse_size(args.size) if args.size else (None, None)
             base = Job(prompt=args.prompt or "", negative_prompt=args.negative_prompt, height=height, width=width,
@@ -88,8 +102,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
             paths = generate(model_dir, jobs, args.out or ("out" if many else "out/video.mp4"), many=many,
                              device=args.device, dtype=args.dtype, offload=args.offload, attention=args.attention,
                              vae_tiling=not args.no_vae_tiling, png_frames=args.png_frames, gif=args.gif,
-                             round_guidance_bf16=args.round_guidance_bf16, progress=not args.quiet)
-        except (ValueError, FileNotFoundError) as e:
+                             round_guidance_bf16=args.round_guidance_bf16, progress=not args.quiet,
+                             rewrite=rewriter_options(args, "rewrite-") if args.rewrite else None,
+                             lora=args.lora, lora_scale=args.lora_scale, sp=args.sp)
+        except (ValueError, FileNotFoundError, LLMClientError, LocalModelError) as e:
             raise CLIError(str(e)) from e
         for path in paths:
             print(path)

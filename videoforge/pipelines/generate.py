@@ -1,18 +1,26 @@
 """`videoforge generate`: run the text-to-video (or, with an image, the image-to-video) pipeline
 for one prompt or a prompts file and write each result as an mp4 plus a JSON sidecar with
-everything needed to reproduce it."""
+everything needed to reproduce it.
+
+Optional, all recorded in the sidecar: prompts rewritten by the prompt rewriter first
+(`rewrite=`), a LoRA merged into the DiT (`lora=`), and sequence parallelism across the
+processes of `torchrun --nproc_per_node N -m videoforge generate ... --sp N` (every rank runs
+the sampler on its share of the video tokens and gets the full output; rank 0 writes).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from videoforge.pipelines.image_to_video import (
@@ -29,6 +37,9 @@ from videoforge.pipelines.model_folder import GenerationDefaults, read_meta
 from videoforge.pipelines.sizes import check_size, parse_size
 from videoforge.pipelines.text_to_video import TextToVideoPipeline
 from videoforge.pipelines.video_io import write_gif, write_mp4, write_png_frames
+
+if TYPE_CHECKING:
+    from videoforge.train.parallelize import ParallelDims
 
 # Per-prompt settings: pipeline argument names, plus the CLI's short names as aliases.
 JOB_FIELDS = ("prompt", "negative_prompt", "height", "width", "num_frames", "num_inference_steps",
@@ -192,6 +203,67 @@ def default_device() -> str:
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+T = TypeVar("T")
+
+
+def rewrite_jobs(resolved: list[tuple[dict[str, Any], dict[str, Any]]], options: dict[str, Any]) -> None:
+    """Replace every job's prompt by its rewrite (`videoforge.rewrite.rewrite_prompts`, so through
+    the (prompt, mode, model) cache) and record the rewriter's fields for the sidecar, in place."""
+    from videoforge.rewrite import rewrite_prompts
+
+    results = rewrite_prompts([params["prompt"] for params, _ in resolved], **options)
+    for (params, record), result in zip(resolved, results):
+        params["prompt"] = record["prompt"] = result.prompt
+        record.update(result.sidecar_fields())
+
+
+def on_rank0(world: int, rank: int, make: Callable[[], T]) -> T:
+    """`make()` on rank 0 only and its result sent to every rank, so random seeds and LLM rewrites
+    are the same everywhere. A failure on rank 0 is raised there and, as a ValueError, on the others."""
+    if world == 1:
+        return make()
+    box: list[Any] = [None, None]
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            box[0] = make()
+        except Exception as e:  # noqa: BLE001 - any failure must reach the other ranks, or they wait forever
+            error, box[1] = e, str(e)
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if box[1] is not None:
+        raise ValueError(f"rank 0: {box[1]}")
+    return box[0]
+
+
+def join_sequence_parallel(sp: int) -> ParallelDims:
+    """Join the torchrun process group (NCCL on GPUs, gloo on CPU) with one sequence-parallel group
+    over all processes: one video runs on all of them at once, so `sp` must equal WORLD_SIZE."""
+    from videoforge.train.parallelize import setup_distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if sp != world:
+        raise ValueError(f"--sp {sp} with {world} process(es): generate shards one video over all processes, "
+                         f"launch with torchrun --nproc_per_node {sp} -m videoforge generate ... --sp {sp}")
+    return setup_distributed(sp)
+
+
+def merge_lora_file(pipe: TextToVideoPipeline, path: str | Path, scale: float) -> dict[str, Any]:
+    """Merge a LoRA file (PEFT/diffusers or kohya/musubi keys) into the pipeline's DiT; a key that
+    fits no linear of the model is an error naming it. Returns the sidecar record of the LoRA."""
+    from videoforge.models.checkpoints import sha256_file
+    from videoforge.train.lora import merge_lora
+
+    home = next(pipe.dit.parameters()).device
+    pipe.dit.to("cpu")  # merge_lora adds deltas read to the CPU in place, so the weights must be there too
+    try:
+        with torch.no_grad():
+            match = merge_lora(pipe.dit, path, scale)
+    finally:
+        pipe.dit.to(home)
+    return {"lora": str(Path(path).resolve()), "lora_sha256": sha256_file(Path(path)), "lora_scale": scale,
+            "lora_layers": len(match.pairs)}
 
 
 def generate(
@@ -208,43 +280,81 @@ def generate(
     gif: bool = False,
     round_guidance_bf16: bool = False,
     progress: bool = True,
+    rewrite: dict[str, Any] | None = None,
+    lora: str | Path | None = None,
+    lora_scale: float = 1.0,
+    sp: int = 1,
 ) -> list[Path]:
     """Load the model once and run every job. `many=True` treats `out` as a folder and writes
-    numbered files (000_<prompt>.mp4 + .json, ...); else `out` is the mp4 path of the one job."""
-    device = device or default_device()
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    out = Path(out)
-    if not many and out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out must be an .mp4 path for a single prompt, got {out}")
-    if many and out.suffix:
-        raise ValueError(f"with --prompts-file, --out is a folder for the numbered videos, got {out}")
-    # Check every job against the folder's defaults before loading anything.
-    defaults = GenerationDefaults.from_meta(read_meta(model_dir))
-    resolved = [resolve(job, defaults) for job in jobs]
-    image_jobs = sum(job.image is not None for job in jobs)
-    if 0 < image_jobs < len(jobs):
-        raise ValueError("mix of text-to-video and image-to-video prompts: one model serves one kind; give every prompt an image or none")
-    pipeline = ImageToVideoPipeline if image_jobs else TextToVideoPipeline
-    if not progress:
-        from transformers.utils import logging as hf_logging
+    numbered files (000_<prompt>.mp4 + .json, ...); else `out` is the mp4 path of the one job.
 
-        hf_logging.disable_progress_bar()
-    pipe = pipeline.from_pretrained(
-        model_dir, dtype=DTYPES[dtype], device=device, offload=offload, attention=attention, vae_tiling=vae_tiling
-    )
-    settings = {
-        "model_dir": str(Path(model_dir).resolve()),
-        "device": device,
-        "dtype": dtype,
-        "offload": offload,
-        "attention": attention,
-        "vae_tiling": vae_tiling,
-        "round_guidance_bf16": round_guidance_bf16,
-    }
-    paths = []
-    for i, (params, record) in enumerate(resolved):
-        target = out / f"{i:03d}_{_slug(params['prompt'])}.mp4" if many else out
-        paths.append(run_job(pipe, params, record, target, settings, png_frames=png_frames, gif=gif, progress=progress))
-    return paths
+    `rewrite`: keyword arguments of `videoforge.rewrite.rewrite_prompts` (backend flags); each
+    prompt is rewritten before generation. `lora`: a LoRA file merged into the DiT at `lora_scale`.
+    `sp`: sequence-parallel degree, the number of torchrun processes (1: a plain run)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device is not None:
+        raise ValueError("under torchrun each process uses its own device (cuda:LOCAL_RANK, else cpu): leave out --device")
+    dims = join_sequence_parallel(sp) if world > 1 or sp != 1 else None
+    try:
+        rank = dims.rank if dims is not None else 0
+        device = str(dims.device) if dims is not None else device or default_device()
+        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        out = Path(out)
+        if not many and out.suffix.lower() != ".mp4":
+            raise ValueError(f"--out must be an .mp4 path for a single prompt, got {out}")
+        if many and out.suffix:
+            raise ValueError(f"with --prompts-file, --out is a folder for the numbered videos, got {out}")
+        if lora is not None and not Path(lora).is_file():
+            raise FileNotFoundError(f"LoRA file {lora} does not exist")
+        image_jobs = sum(job.image is not None for job in jobs)
+        if 0 < image_jobs < len(jobs):
+            raise ValueError("mix of text-to-video and image-to-video prompts: one model serves one kind; give every prompt an image or none")
+        # Check every job against the folder's defaults before loading anything; random seeds and
+        # rewrites are decided once, on rank 0 (an unreachable endpoint fails before the load), and shared.
+        defaults = GenerationDefaults.from_meta(read_meta(model_dir))
+        resolved = on_rank0(world, rank, lambda: _resolve_all(jobs, defaults, rewrite))
+        pipeline = ImageToVideoPipeline if image_jobs else TextToVideoPipeline
+        if not progress or rank != 0:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        pipe = pipeline.from_pretrained(
+            model_dir, dtype=DTYPES[dtype], device=device, offload=offload, attention=attention, vae_tiling=vae_tiling
+        )
+        settings = {
+            "model_dir": str(Path(model_dir).resolve()),
+            "device": device,
+            "dtype": dtype,
+            "offload": offload,
+            "attention": attention,
+            "vae_tiling": vae_tiling,
+            "round_guidance_bf16": round_guidance_bf16,
+        }
+        if lora is not None:
+            settings.update(merge_lora_file(pipe, lora, lora_scale))
+        if dims is not None:
+            from videoforge.train.parallelize import apply_sequence_parallel
+
+            apply_sequence_parallel(pipe.dit, dims.sp_group)
+            settings["sequence_parallel"] = sp
+        paths = []
+        for i, (params, record) in enumerate(resolved):
+            name = record.get("prompt_original", params["prompt"])  # file names follow what the user typed
+            target = out / f"{i:03d}_{_slug(name)}.mp4" if many else out
+            if rank == 0:
+                paths.append(run_job(pipe, params, record, target, settings, png_frames=png_frames, gif=gif, progress=progress))
+            else:  # the other ranks only take part in the sampler's collectives; rank 0 decodes and writes
+                pipe(**params, output_type="latent", round_guidance_bf16=round_guidance_bf16)
+        return paths
+    finally:
+        if dims is not None and dims.owns_group:
+            dist.destroy_process_group()
+
+
+def _resolve_all(jobs: list[Job], defaults: GenerationDefaults, rewrite: dict[str, Any] | None) -> list:
+    resolved = [resolve(job, defaults) for job in jobs]
+    if rewrite is not None:
+        rewrite_jobs(resolved, rewrite)
+    return resolved

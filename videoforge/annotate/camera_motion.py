@@ -128,6 +128,7 @@ def clip_features(frames: np.ndarray, fps: float, cfg: FlowConfig = FlowConfig()
         raise ValueError(f"camera motion needs at least 2 frames, got {len(frames)}")
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    cv2.setRNGSeed(0)  # RANSAC samples from OpenCV's RNG: same clip, same features, in any process
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # FAST blurs parallax away
     per_pair = []
     for i in _pair_indices(len(frames), cfg.max_pairs):

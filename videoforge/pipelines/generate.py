@@ -255,13 +255,7 @@ def merge_lora_file(pipe: TextToVideoPipeline, path: str | Path, scale: float) -
     from videoforge.models.checkpoints import sha256_file
     from videoforge.train.lora import merge_lora
 
-    home = next(pipe.dit.parameters()).device
-    pipe.dit.to("cpu")  # merge_lora adds deltas read to the CPU in place, so the weights must be there too
-    try:
-        with torch.no_grad():
-            match = merge_lora(pipe.dit, path, scale)
-    finally:
-        pipe.dit.to(home)
+    match = merge_lora(pipe.dit, path, scale)
     return {"lora": str(Path(path).resolve()), "lora_sha256": sha256_file(Path(path)), "lora_scale": scale,
             "lora_layers": len(match.pairs)}
 

@@ -159,9 +159,10 @@ def merge_lora(model: nn.Module, path: str | Path, scale: float = 1.0, strict: b
     if not match.pairs:
         raise ValueError(f"{Path(path).name}: no LoRA pair matches the model")
     modules = dict(model.named_modules())
-    for name, pair in match.pairs.items():
-        w = modules[name].weight
-        w += (scale * pair.delta).to(w.dtype)
+    with torch.no_grad():
+        for name, pair in match.pairs.items():
+            w = modules[name].weight
+            w += (scale * pair.delta).to(device=w.device, dtype=w.dtype)  # the file is read to the CPU
     return match
 
 

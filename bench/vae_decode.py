@@ -19,8 +19,11 @@ Method:
   (bench/_measure.py: reset VmHWM via /proc/self/clear_refs, run, VmHWM - VmRSS before). It
   covers every allocation (oneDNN buffers, column buffers), not just torch's.
 
+What we changed for speed and memory, and what we measured but dropped, is noted in
+videoforge/models/vae.py (in-place SiLU/residual at inference, a one-copy upsampler, 1x1x1
+convs as matmuls; folding the time padding and channels-last activations did not pay).
+
 Run: `.venv/bin/python bench/vae_decode.py [--rounds N] [--latent 1,16,5,32,32] [--tile 128]`.
-`--ours-memory-format contiguous` turns off our channels-last activations (an ablation).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _measure import peak_memory_mb  # noqa: E402
 
 from videoforge.config import VAEConfig  # noqa: E402
-from videoforge.models import vae as vae_module  # noqa: E402
+from videoforge.models import build_vae  # noqa: E402
 
 VARIANTS = [("ours", False), ("diffusers", False), ("ours", True), ("diffusers", True)]
 
@@ -51,12 +54,11 @@ def build_diffusers(meta: bool) -> torch.nn.Module:
         return AutoencoderKLHunyuanVideo().eval()  # its defaults are the release config
 
 
-def make_decoder(impl: str, tiled: bool, tile: int, weights: Path, memory_format: str):
+def make_decoder(impl: str, tiled: bool, tile: int, weights: Path):
     """A zero-argument callable that decodes latents with the chosen implementation."""
     state = torch.load(weights, weights_only=True)
     if impl == "ours":
-        vae_module.MEMORY_FORMAT = getattr(torch, memory_format)
-        model = vae_module.build_vae(VAEConfig(), device="meta").eval()
+        model = build_vae(VAEConfig(), device="meta").eval()
         model.load_state_dict(state, assign=True, strict=True)
         if tiled:
             model.enable_tiling(tile_sample_min_size=tile)
@@ -74,7 +76,7 @@ def make_decoder(impl: str, tiled: bool, tile: int, weights: Path, memory_format
 
 
 def worker(args: argparse.Namespace) -> None:
-    decode = make_decoder(args.impl, args.tiled, args.tile, args.weights, args.ours_memory_format)
+    decode = make_decoder(args.impl, args.tiled, args.tile, args.weights)
     latents = torch.load(args.latents, weights_only=True)
     timing: dict[str, float] = {}
 
@@ -95,7 +97,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="fresh-process runs per variant (table shows the minimum)")
     parser.add_argument("--latent", default="1,16,5,32,32", help="latent shape B,C,T,H,W")
     parser.add_argument("--tile", type=int, default=128, help="sample tile size in pixels for the tiled variants")
-    parser.add_argument("--ours-memory-format", default="channels_last_3d", choices=["channels_last_3d", "contiguous_format"])
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "TILED"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--latents", type=Path, help=argparse.SUPPRESS)
@@ -116,8 +117,7 @@ def main() -> None:
             for impl, tiled in VARIANTS:
                 name = f"{impl} {'tiled' if tiled else 'untiled'}"
                 cmd = [sys.executable, __file__, "--worker", impl, "tiled" if tiled else "untiled", "--weights", str(tmp / "weights.pt"),
-                       "--latents", str(tmp / "latents.pt"), "--out", str(tmp / f"{impl}_{tiled}.pt"), "--tile", str(args.tile),
-                       "--ours-memory-format", args.ours_memory_format]
+                       "--latents", str(tmp / "latents.pt"), "--out", str(tmp / f"{impl}_{tiled}.pt"), "--tile", str(args.tile)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")

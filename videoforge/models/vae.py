@@ -28,10 +28,6 @@ from videoforge.models.vae_tiling import Tiling, tiled_decode, tiled_encode
 
 LOGVAR_RANGE = (-30.0, 20.0)  # the release clamps the posterior's log-variance to this range
 NORM_EPS = 1e-6
-# Activations run channels-last (N, C, T, H, W with C innermost): oneDNN's 3D convolutions then
-# read and write them directly instead of reordering every input and output, and the replicate
-# pad, GroupNorm and upsampling copies are faster too (measured in bench/vae_decode.py).
-MEMORY_FORMAT = torch.channels_last_3d
 
 
 def norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -43,9 +39,10 @@ class CausalConv3d(nn.Module):
     """Conv3d over a replicate-padded input: k//2 on each side in H and W, k-1 leading frames in time.
 
     With a stride the padding happens first, as in the release; a k=1 conv gets no padding.
-    (Folding the k-1 replicated frames into summed weights instead saves 1/T of the multiply-adds;
-    on CPU it sped up single layers with T <= 9 by 11-17% but the whole decoder not at all, as the
-    extra output copy ate the gain, so the plain pad stays.)
+    Measured alternatives that did not pay on CPU (bench/vae_decode.py): folding the k-1 replicated
+    frames into summed weights saves 1/T of the multiply-adds and sped single T <= 9 layers up by
+    11-17%, but the extra output copy ate the gain end to end; channels-last-3d activations changed
+    neither CPU time nor peak memory.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int | tuple[int, int, int] = 1):
@@ -59,10 +56,10 @@ class CausalConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pointwise:
             # A 1x1x1 conv is a matmul over channels. PyTorch's CPU conv3d sends it to slow_conv3d,
-            # which copies the whole input into a column buffer first; on a channels-last input
-            # this matmul reads it in place.
-            weight = self.conv.weight.flatten(1)
-            return F.linear(x.movedim(1, -1), weight, self.conv.bias).movedim(-1, 1)
+            # which first copies the whole input into a column buffer; the matmul reads it in place.
+            weight, bias = self.conv.weight.flatten(1), self.conv.bias
+            y = torch.matmul(weight, x.flatten(2)) + bias[:, None]
+            return y.view(x.shape[0], -1, *x.shape[2:])
         return self.conv(F.pad(x, self.padding, mode="replicate"))
 
 
@@ -159,9 +156,7 @@ class Upsample(nn.Module):
         b, c, t, h, w = x.shape
         ft = ft if t > 1 else 1
         # One copy: write broadcast views of x into the strided (t, ft, h, fh, w, fw) view of the output.
-        out = torch.empty(
-            b, c, 1 + ft * (t - 1), h * fh, w * fw, dtype=x.dtype, device=x.device, memory_format=_format_of(x)
-        )
+        out = x.new_empty(b, c, 1 + ft * (t - 1), h * fh, w * fw)
         space = (3, (h, fh)), (4, (w, fw))
         first = out[:, :, :1].unflatten(*space[1]).unflatten(*space[0])
         first.copy_(x[:, :, :1, :, None, :, None].expand_as(first))
@@ -169,10 +164,6 @@ class Upsample(nn.Module):
             rest = out[:, :, 1:].unflatten(*space[1]).unflatten(*space[0]).unflatten(2, (t - 1, ft))
             rest.copy_(x[:, :, 1:, None, :, None, :, None].expand_as(rest))
         return self.conv(out)
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
 
 
 class DownBlock(nn.Module):
@@ -351,12 +342,10 @@ class CausalVAE(nn.Module):
 
     # The untiled passes, without shape checks; the tiling functions call these per tile.
     def encode_moments(self, video: torch.Tensor) -> torch.Tensor:
-        moments = self.quant_conv(self.encoder(video.contiguous(memory_format=MEMORY_FORMAT)))
-        return moments.contiguous()
+        return self.quant_conv(self.encoder(video))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        video = self.decoder(self.post_quant_conv(latents.contiguous(memory_format=MEMORY_FORMAT)))
-        return video.contiguous()
+        return self.decoder(self.post_quant_conv(latents))
 
     # -- input checks ------------------------------------------------------------------------
 

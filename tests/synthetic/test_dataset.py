@@ -15,7 +15,7 @@ from videoforge.pipelines.video_io import read_video
 from videoforge.synthetic.dataset import SynthConfig, write_dataset
 from videoforge.synthetic.shapes import HOLDOUT, SceneSpec, render
 from videoforge.train.buckets import Bucket
-from videoforge.train.datasets import caption_text, load_items, load_pixels
+from videoforge.train.datasets import caption_text, load_items, load_pixels, select_tiers
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +69,15 @@ def test_clips_decode_to_the_rendered_ground_truth(dataset):
 
 
 def test_training_reader_loads_tiers_with_text(dataset):
-    items = load_items(dataset / "manifest.parquet", "video-32-9")
+    everything = load_items(dataset / "manifest.parquet")
+    items = [everything[i] for i in select_tiers([i.tiers for i in everything], ["video-32-9"])]
     assert len(items) == 14 and all(i.kind == "video" and i.frames == 9 for i in items)
     g = torch.Generator().manual_seed(0)
     pixels = load_pixels(items[0], Bucket(32, 32, 9), g)
     assert pixels.shape == (3, 9, 32, 32) and -1.0 <= pixels.min() and pixels.max() <= 1.0
     text = caption_text(items[0].caption, np.random.default_rng(0), dropout=0.0)
     assert isinstance(text, str) and len(text) > 10
-    images = load_items(dataset / "manifest.parquet", "image-32")
+    images = [everything[i] for i in select_tiers([i.tiers for i in everything], ["image-32"])]
     assert len(images) == 6 and load_pixels(images[0], Bucket(32, 32, 1), g).shape == (3, 1, 32, 32)
 
 

@@ -154,7 +154,6 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ft, fh, fw = self.factor
         b, c, t, h, w = x.shape
-        ft = ft if t > 1 else 1
         # One copy: write broadcast views of x into the strided (t, ft, h, fh, w, fw) view of the output.
         out = x.new_empty(b, c, 1 + ft * (t - 1), h * fh, w * fw)
         space = (3, (h, fh)), (4, (w, fw))

@@ -536,18 +536,18 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 # Subcommands, in the order `--help` lists them. Each area adds its `_add_*` function here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo,
     _add_generate,
-    _add_rewrite,
-    _add_rewrite_tune,
+    _add_demo,
     _add_convert,
-    _add_synth,
-    _add_eval,
+    _add_curate,
     _add_caption,
     _add_camera_motion,
-    _add_curate,
+    _add_rewrite,
+    _add_rewrite_tune,
     _add_train,
     _add_cache,
+    _add_synth,
+    _add_eval,
 ]
 
 

@@ -13,7 +13,7 @@ Method:
   peak memory of one variant cannot leak into another. Rounds are interleaved (ours untiled,
   diffusers untiled, ours tiled, diffusers tiled, then again) so changing load from other
   processes on this shared machine hits all variants alike; the table shows each variant's
-  minimum over rounds.
+  fastest run (all columns from that run).
 - Time: wall clock of one decode, and the process CPU time over it; cores busy = CPU / wall.
 - Peak memory: the extra resident memory at the decode's worst moment, measured by the kernel
   (bench/_measure.py: reset VmHWM via /proc/self/clear_refs, run, VmHWM - VmRSS before). It
@@ -94,7 +94,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=1, help="fresh-process runs per variant (table shows the minimum)")
+    parser.add_argument("--rounds", type=int, default=1, help="fresh-process runs per variant (table shows the fastest)")
     parser.add_argument("--latent", default="1,16,5,32,32", help="latent shape B,C,T,H,W")
     parser.add_argument("--tile", type=int, default=128, help="sample tile size in pixels for the tiled variants")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "TILED"), help=argparse.SUPPRESS)
@@ -126,9 +126,9 @@ def main() -> None:
                 print(f"round {round_ + 1} {name:18s} wall {r['wall']:7.2f}s  cpu {r['cpu']:7.2f}s  peak {r['peak_mb']:8.0f} MiB", flush=True)
         diffs = {t: (torch.load(tmp / f"ours_{t}.pt") - torch.load(tmp / f"diffusers_{t}.pt")).abs().max().item() for t in (False, True)}
 
-    best = {v: {k: min(r[k] for r in rs) for k in ("wall", "cpu", "peak_mb")} for v, rs in results.items()}
+    best = {v: min(rs, key=lambda r: r["wall"]) for v, rs in results.items()}  # each variant's fastest run
     print(f"\nlatents {shape} -> video, release widths, {results[VARIANTS[0]][0]['threads']} torch threads, "
-          f"tiles {args.tile} px, min over {args.rounds} round(s)")
+          f"tiles {args.tile} px, fastest of {args.rounds} round(s)")
     print(f"{'variant':18s} {'wall s':>8s} {'cpu s':>8s} {'cores':>6s} {'peak MiB':>9s}")
     for (impl, tiled), b in best.items():
         print(f"{impl + (' tiled' if tiled else ' untiled'):18s} {b['wall']:8.2f} {b['cpu']:8.2f} {b['cpu'] / b['wall']:6.2f} {b['peak_mb']:9.0f}")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from videoforge import cli
 from videoforge.pipelines.generate import join_sequence_parallel, on_rank0
 from videoforge.pipelines.text_to_video import TextToVideoPipeline
-from videoforge.train.parallelize import apply_sequence_parallel
+from videoforge.train.parallelize import apply_sequence_parallel, exit_worker
 
 
 def main(model_dir: str, out: str, prompt: str, seed: str, steps: str) -> None:
@@ -40,3 +40,4 @@ def main(model_dir: str, out: str, prompt: str, seed: str, steps: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    exit_worker(0)

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from videoforge import cli
 from videoforge.models.attention import Attention
+from videoforge.train.parallelize import exit_worker
 from videoforge.train.recipe import load_recipe
 from videoforge.train.sequence_parallel import UlyssesAttention, local_chunk
 from videoforge.train.trainer import RunOptions, train
@@ -67,3 +68,4 @@ def main(recipe_path: str, cache: str, out: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    exit_worker(0)

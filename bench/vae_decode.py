@@ -124,7 +124,7 @@ def main() -> None:
                 results[(impl, tiled)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 r = results[(impl, tiled)][-1]
                 print(f"round {round_ + 1} {name:18s} wall {r['wall']:7.2f}s  cpu {r['cpu']:7.2f}s  peak {r['peak_mb']:8.0f} MiB", flush=True)
-        diffs = {t: (torch.load(tmp / f"ours_{t}.pt") - torch.load(tmp / f"diffusers_{t}.pt")).abs().max().item() for t in (False, True)}
+        diffs = {t: (torch.load(tmp / f"ours_{t}.pt", weights_only=True) - torch.load(tmp / f"diffusers_{t}.pt", weights_only=True)).abs().max().item() for t in (False, True)}
 
     best = {v: min(rs, key=lambda r: r["wall"]) for v, rs in results.items()}  # each variant's fastest run
     print(f"\nlatents {shape} -> video, release widths, {results[VARIANTS[0]][0]['threads']} torch threads, "

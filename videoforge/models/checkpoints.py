@@ -172,7 +172,7 @@ def _weights_in(folder: Path, kind: _Kind, config: dict[str, Any]) -> list[Path]
 # Reading state dicts
 
 
-def _torch_load(path: Path) -> Any:
+def _load_pt_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
@@ -189,7 +189,7 @@ def _read_file(path: Path) -> Any:
             return load_file(path)  # memory-mapped
         except Exception as e:
             raise CheckpointError(f"cannot read {path}: {e}") from None
-    return _torch_load(path)
+    return _load_pt_file(path)
 
 
 def _unwrap_dit(obj: Any) -> Any:
@@ -231,7 +231,7 @@ def _read_state_dict(source: _Source, kind: _Kind, fp8_dtype: torch.dtype) -> di
         map_path = _fp8_map_path(source.files[0])
         if len(source.files) != 1 or not map_path.is_file():
             raise CheckpointError(f"{source.files[0]} holds float8 weights but its scale map {map_path.name} is missing")
-        scales = _torch_load(map_path)
+        scales = _load_pt_file(map_path)
         state = convert.dequantize_fp8(state, scales, fp8_dtype)
     return state
 

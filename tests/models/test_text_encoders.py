@@ -1,12 +1,10 @@
 """Text encoders on tiny random transformers models with tokenizers built offline (no download)."""
 
 import json
-import re
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from videoforge.models.text_encoders import (
     IMAGE_TEMPLATE,
@@ -19,32 +17,17 @@ from videoforge.models.text_encoders import (
     load_minilm_encoder,
     load_text_encoders,
 )
+from videoforge.testing import word_level_tokenizer
 
 PROMPTS = ["a red circle moving to the right", "a small blue square rotates slowly over a long grey floor"]
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<pad>"]
-
-
-def _word_tokenizer(texts, specials, bos, eos=None, pad=None):
-    """A word-level fast tokenizer over the words in `texts`; BOS (and EOS) added by its post-processor."""
-    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", re.sub("|".join(map(re.escape, specials)), " ", t))})
-    vocab = {tok: i for i, tok in enumerate(specials + ["<unk>"] + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    single = f"{bos} $A" + (f" {eos}" if eos else "")
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[(t, vocab[t]) for t in (bos, eos) if t]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos or specials[-2], pad_token=pad, unk_token="<unk>")
-    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in (bos, eos, pad)]})
-    fast.padding_side = "right"
-    return fast
 
 
 @pytest.fixture(scope="module")
 def tiny_parts():
     torch.manual_seed(0)
     texts = [VIDEO_TEMPLATE, IMAGE_TEMPLATE, *PROMPTS]
-    llama_tok = _word_tokenizer(texts, LLAMA_SPECIALS, bos="<|begin_of_text|>", pad="<pad>")
+    llama_tok = word_level_tokenizer(texts, LLAMA_SPECIALS, bos="<|begin_of_text|>", pad="<pad>")
     llama = LlamaModel(
         LlamaConfig(
             vocab_size=len(llama_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=5,
@@ -52,7 +35,7 @@ def tiny_parts():
             pad_token_id=llama_tok.pad_token_id,
         )
     ).eval()
-    clip_tok = _word_tokenizer(texts, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
+    clip_tok = word_level_tokenizer(texts, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
     clip = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(clip_tok), hidden_size=24, intermediate_size=48, num_hidden_layers=2,

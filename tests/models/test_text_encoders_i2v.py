@@ -1,11 +1,9 @@
 """The I2V MLLM (LLaVA over image + prompt) on a tiny random LlavaForConditionalGeneration."""
 
-import re
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
@@ -14,7 +12,6 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
-    PreTrainedTokenizerFast,
 )
 
 from videoforge.models.text_encoders import (
@@ -24,29 +21,16 @@ from videoforge.models.text_encoders import (
     LlavaTextEncoder,
     PromptTemplate,
 )
+from videoforge.testing import word_level_tokenizer
 
 PROMPTS = ["a red circle moving to the right", "a cat"]
 SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<pad>"]
 
 
-def _tokenizer(texts, specials, bos, eos=None, pad=None, extra=()):
-    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", re.sub("|".join(map(re.escape, specials)), " ", t))})
-    vocab = {tok: i for i, tok in enumerate(specials + ["<unk>"] + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_tokens([AddedToken(t, normalized=False) for t in extra])  # "\n\n" is one token, as in Llama-3
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A" + (f" {eos}" if eos else ""), special_tokens=[(t, vocab[t]) for t in (bos, eos) if t]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos or specials[-2], pad_token=pad, unk_token="<unk>")
-    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in (bos, eos, pad)]})
-    return fast
-
-
 @pytest.fixture(scope="module")
 def parts():
     torch.manual_seed(0)
-    tok = _tokenizer([I2V_TEMPLATE, *PROMPTS], SPECIALS, bos="<|begin_of_text|>", pad="<pad>", extra=["\n\n"])
+    tok = word_level_tokenizer([I2V_TEMPLATE, *PROMPTS], SPECIALS, bos="<|begin_of_text|>", pad="<pad>", extra=["\n\n"])
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=16, intermediate_size=32,
                                        num_hidden_layers=2, num_attention_heads=2),
@@ -58,7 +42,7 @@ def parts():
     )
     llava = LlavaForConditionalGeneration(config).eval()
     processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    tok2 = _tokenizer(PROMPTS, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
+    tok2 = word_level_tokenizer(PROMPTS, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok2), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                         num_attention_heads=2, max_position_embeddings=77, eos_token_id=tok2.eos_token_id,
                                         bos_token_id=tok2.bos_token_id, pad_token_id=tok2.pad_token_id)).eval()

@@ -1,31 +1,17 @@
 """Prompt in, video out, against diffusers' HunyuanVideoPipeline loading the same tiny random
 diffusers-format folder (text encoders, transformer, VAE): every stage of ours on the same weights."""
 
-import re
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from videoforge.models.text_encoders import VIDEO_TEMPLATE
 from videoforge.pipelines.text_to_video import TextToVideoPipeline
+from videoforge.testing import word_level_tokenizer
 
 PROMPTS = ["a red circle moving to the right", "a small blue square"]
-
-
-def _word_tokenizer(texts, specials, bos, eos=None, pad=None):
-    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", re.sub("|".join(map(re.escape, specials)), " ", t))})
-    vocab = {tok: i for i, tok in enumerate(specials + ["<unk>"] + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A" + (f" {eos}" if eos else ""), special_tokens=[(t, vocab[t]) for t in (bos, eos) if t]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos or specials[-2], pad_token=pad, unk_token="<unk>")
-    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in (bos, eos, pad)]})
-    return fast
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +21,11 @@ def diffusers_folder(tmp_path_factory):
     torch.manual_seed(0)
     texts = [VIDEO_TEMPLATE, *PROMPTS]
     specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<pad>"]
-    tok = _word_tokenizer(texts, specials, bos="<|begin_of_text|>", pad="<pad>")
+    tok = word_level_tokenizer(texts, specials, bos="<|begin_of_text|>", pad="<pad>")
     llama = LlamaModel(LlamaConfig(vocab_size=len(tok), hidden_size=24, intermediate_size=32, num_hidden_layers=4,
                                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                                    pad_token_id=tok.pad_token_id))
-    tok2 = _word_tokenizer(texts, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
+    tok2 = word_level_tokenizer(texts, ["<|startoftext|>", "<|endoftext|>"], bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>")
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok2), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                         num_attention_heads=2, max_position_embeddings=77, eos_token_id=tok2.eos_token_id,
                                         bos_token_id=tok2.bos_token_id, pad_token_id=tok2.pad_token_id))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from videoforge.cli import main
 from videoforge.llm.testing import ScriptedChatServer
 from videoforge.pipelines.video_io import read_video
+from videoforge.testing import free_port
 
 HERE = Path(__file__).parent
 FOX = "a red fox runs through a snowy forest"
@@ -26,12 +26,6 @@ FOX_REWRITE = ("A red fox with a thick bushy tail runs through a snowy pine fore
                "Soft winter light, wide shot; the camera pans slowly to follow the fox.")
 DOGS = "two dogs play with a ball on the beach"
 DOGS_REWRITE = "Two brown dogs play with a yellow ball on a sandy beach at sunset, warm light, medium shot."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _generate(model_dir: Path, out: Path, *extra: str, prompt: str = FOX) -> int:
@@ -98,7 +92,7 @@ def test_rewrite_each_prompt_of_a_prompts_file(tiny_model_dir, tmp_path, rewrite
 
 
 def test_rewrite_unreachable_endpoint_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, rewrite_cache, capsys):
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     rc = _generate(tiny_model_dir, tmp_path / "x.mp4", "--rewrite", "--rewrite-base-url", url,
                    "--rewrite-model", "m", "--rewrite-timeout", "2")
     err = capsys.readouterr().err
@@ -173,7 +167,7 @@ def test_sequence_parallel_two_processes_match_one(tiny_model_dir, tmp_path):
     prompt, seed, steps = "a red circle moving to the right", 5, 2
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(HERE / "generate_sp_worker.py"), str(tiny_model_dir), str(tmp_path), prompt, str(seed), str(steps)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 from videoforge.cli import main
 from videoforge.llm.testing import Raw, ScriptedChatServer
+from videoforge.testing import free_port
 
 FOX = "a red fox runs through a snowy forest"
 FOX_REWRITE = ("A red fox with a thick bushy tail runs through a snowy pine forest in the early morning. "
                "Soft winter light, wide shot; the camera pans slowly to follow the fox.")
 DOGS = "two dogs play with a ball on the beach"
 DOGS_REWRITE = "Two brown dogs play with a yellow ball on a sandy beach at sunset, warm light, medium shot."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_prints_only_the_rewrite_on_stdout(capsys):
@@ -73,7 +67,7 @@ def test_unreachable_endpoint_exits_nonzero_fast_without_traceback(tmp_path):
     env = {**os.environ, "VIDEOFORGE_REWRITE_CACHE": "off", "HF_HUB_OFFLINE": "1"}
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "videoforge.cli", "rewrite", FOX, "--base-url", f"http://127.0.0.1:{_free_port()}/v1",
+        [sys.executable, "-m", "videoforge.cli", "rewrite", FOX, "--base-url", f"http://127.0.0.1:{free_port()}/v1",
          "--model", "m", "--timeout", "2"],
         capture_output=True, text=True, env=env, timeout=120,
     )

@@ -30,6 +30,14 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def _encode_all(container: "av.container.OutputContainer", stream: "av.video.stream.VideoStream", frames: np.ndarray) -> None:
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():  # flush the encoder's delayed frames
+        container.mux(packet)
+
+
 def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 24, crf: int = 17) -> Path:
     """Write H.264 (libx264, yuv420p) mp4. yuv420p needs even sizes; odd ones are refused, not cropped."""
     frames = _check_frames(frames)
@@ -42,11 +50,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 24, crf: int = 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _encode_all(container, stream, frames)
     return path
 
 
@@ -58,11 +62,7 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: float = 24) -> Path:
     with av.open(str(path), mode="w", format="gif") as container:
         stream = container.add_stream("gif", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb8"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _encode_all(container, stream, frames)
     return path
 
 

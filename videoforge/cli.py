@@ -53,8 +53,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", help="HEIGHTxWIDTH, multiples of 16, e.g. 720x1280")
     p.add_argument("--frames", type=int, help="number of frames, 4k+1 (e.g. 65, 129)")
     p.add_argument("--guidance", type=float, help="embedded guidance scale of the guidance-distilled model")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="true classifier-free guidance; > 1 runs a negative branch (default: off)")
-    p.add_argument("--negative-prompt", help="negative prompt for --cfg-scale > 1 (default: the release's)")
+    p.add_argument("--cfg-scale", type=float, help="true classifier-free guidance; > 1 runs a negative branch "
+                   "(default: the model folder's; off for the release, which is guidance-distilled)")
+    p.add_argument("--negative-prompt", help="negative prompt for --cfg-scale > 1 (default: the model folder's; the release's for the release)")
     p.add_argument("--flow-shift", type=float, help="time shift of the sampling schedule (image-to-video: 17, or 7 with --stability)")
     p.add_argument("--image", help="image-to-video from this reference image (needs an I2V model); the size follows its aspect ratio")
     p.add_argument("--i2v-resolution", default="720p", help="image-to-video size tier: 720p, 540p, 360p, or a bucket base in pixels (multiple of 32) (default: %(default)s)")

@@ -53,6 +53,23 @@ def test_generate_prompts_file_numbered_outputs(tiny_model_dir, tmp_path):
     assert read_video(tmp_path / "many" / files[3])[0].shape == (1, 32, 32, 3)
 
 
+def test_cfg_scale_and_negative_prompt_default_to_the_folder(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "cfg-model"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "videoforge.json").read_text())
+    (folder / "videoforge.json").write_text(json.dumps({**meta, "cfg_scale": 3.0, "negative_prompt": ""}))
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "--prompt", "a red circle", "--model-dir", str(folder), "--out", str(out),
+                 "--seed", "1", "--steps", "1", "--quiet"]) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert (sidecar["cfg_scale"], sidecar["negative_prompt"]) == (3.0, "")
+    assert main(["generate", "--prompt", "a red circle", "--model-dir", str(folder), "--out", str(out),
+                 "--seed", "1", "--steps", "1", "--quiet", "--cfg-scale", "1"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["cfg_scale"] == 1.0
+
+
 def test_generate_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     args = ["generate", "--prompt", "x", "--model-dir", str(tiny_model_dir), "--quiet"]
     assert main(args + ["--size", "30x50", "--out", str(tmp_path / "a.mp4")]) == 1

@@ -78,6 +78,14 @@ def test_recipe_errors_name_the_key(tmp_path):
     assert r.lr_at(0) == pytest.approx(0.1) and r.lr_at(9) == pytest.approx(0.5)
 
 
+def test_stage_lr_decays_linearly_to_lr_end():
+    r = recipe_from_dict({"stages": [{"steps": 4, "lr": 1.0}, {"steps": 10, "lr": 1.0, "lr_end": 0.0}]})
+    assert [r.lr_at(s) for s in (0, 3)] == [1.0, 1.0]  # first stage: constant
+    assert [r.lr_at(s) for s in (4, 9, 13)] == pytest.approx([1.0, 0.5, 0.1])
+    with pytest.raises(ValueError, match="generation: unknown key"):
+        recipe_from_dict({"generation": {"cfg": 2.0}})
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "curate.yaml"))
 def test_shipped_recipes_parse(name):
     r = load_recipe(CONFIGS / name)

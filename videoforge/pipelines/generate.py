@@ -58,7 +58,7 @@ class Job:
     num_frames: int | None = None
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
-    cfg_scale: float = 1.0
+    cfg_scale: float | None = None
     flow_shift: float | None = None
     seed: int | None = None
     # image-to-video: the reference image, the bucket tier, the release's stability mode
@@ -126,7 +126,7 @@ def resolve(job: Job, d: GenerationDefaults) -> tuple[dict[str, Any], dict[str, 
         "num_frames": _or(job.num_frames, d.num_frames),
         "num_inference_steps": _or(job.num_inference_steps, d.num_inference_steps),
         "guidance_scale": _or(job.guidance_scale, d.guidance_scale),
-        "cfg_scale": job.cfg_scale,
+        "cfg_scale": _or(job.cfg_scale, d.cfg_scale),
         "flow_shift": _or(job.flow_shift, d.flow_shift),
         "seed": job.seed if job.seed is not None else random.SystemRandom().randrange(2**31),
     }

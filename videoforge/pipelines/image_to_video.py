@@ -142,7 +142,7 @@ class ImageToVideoPipeline(TextToVideoPipeline):
         num_frames: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        cfg_scale: float = 1.0,
+        cfg_scale: float | None = None,
         flow_shift: float | None = None,
         stability: bool = False,
         seed: int | None = None,
@@ -170,6 +170,7 @@ class ImageToVideoPipeline(TextToVideoPipeline):
         num_frames = d.num_frames if num_frames is None else num_frames
         steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        cfg_scale = d.cfg_scale if cfg_scale is None else cfg_scale
         flow_shift = (I2V_STABILITY_SHIFT if stability else I2V_SHIFT) if flow_shift is None else flow_shift
         if output_type not in ("video", "latent"):
             raise ValueError(f"output_type must be 'video' or 'latent', got {output_type!r}")

@@ -30,6 +30,7 @@ class GenerationDefaults:
     num_frames: int = 129
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
+    cfg_scale: float = 1.0  # true classifier-free guidance (the release is guidance-distilled: off)
     flow_shift: float = 7.0
     fps: int = 24
     negative_prompt: str = RELEASE_NEGATIVE_PROMPT

@@ -40,10 +40,12 @@ def full_state(model: nn.Module, ema: EMA) -> tuple[dict[str, torch.Tensor], dic
 def _meta(recipe: Recipe, folder: Path) -> dict[str, Any]:
     from videoforge.models.checkpoints import sha256_file
 
-    last = recipe.stages[-1]
+    last, gen = recipe.stages[-1], recipe.generation
     meta: dict[str, Any] = {
-        "height": last.anchors[0], "width": last.anchors[0], "num_frames": max(last.frames),
-        "steps": 30, "flow_shift": recipe.flow.shift, "guidance_scale": 1.0, "fps": 24,
+        "height": last.anchors[0], "width": last.anchors[0], "num_frames": max(last.frames), "steps": gen.steps,
+        "flow_shift": recipe.flow.shift if gen.flow_shift is None else gen.flow_shift,
+        "guidance_scale": gen.guidance_scale, "cfg_scale": gen.cfg_scale, "negative_prompt": gen.negative_prompt,
+        "fps": gen.fps,
     }
     if recipe.model.text_encoder == "minilm":
         meta["text_encoders"] = {"name": MINILM_PACKAGE, "max_length": recipe.model.text_max_length}

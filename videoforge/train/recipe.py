@@ -41,6 +41,7 @@ class StageSection:
     name: str = "stage"
     steps: int = 100
     lr: float = 1e-4
+    lr_end: float | None = None  # decay linearly from lr to this over the stage; None: constant
     tiers: list[str] | None = None  # manifest tiers to draw from (e.g. [video-256-65, image-1]); None: all
     anchors: list[int] = field(default_factory=lambda: [256])  # resolution anchors (sqrt of area)
     frames: list[int] = field(default_factory=lambda: [1])  # duration buckets, 4k+1; 1 = image
@@ -95,6 +96,7 @@ class VAELossSection:
     """The VAE trainer's objective and data mix (task: vae)."""
 
     l1: float = 1.0
+    l2: float = 0.0  # mean squared error; L1 alone settles on the background when objects are small
     lpips: float = 0.1
     adversarial: float = 0.05
     kl: float = 1e-6
@@ -105,6 +107,18 @@ class VAELossSection:
     tiled_ratio: float = 0.25  # fraction of steps run through the tiled encode/decode
     tile_sample_min_size: int = 32
     tile_sample_min_tsize: int = 8
+    # After a from-scratch run, set config.scaling_factor to 1/std of the posterior means over this
+    # many training batches, so the DiT sees unit-variance latents. 0, or a run from model.init /
+    # model.vae, keeps the loaded factor (the one its DiT was trained with).
+    scaling_batches: int = 32
+    # False: decode the posterior mean (a plain autoencoder). With a high learning rate, Adam turns
+    # even a 1e-6 KL into a steady push of the log-variance towards 0, and decoders fed std-1
+    # noise learn only the background; from scratch on small data, train on the mean instead.
+    sample_posterior: bool = True
+    # From scratch only: start the encoder's log-variance outputs at this constant (zero weights),
+    # e.g. -6 (std 0.05). With sample_posterior false and kl 0 they get no gradient, so the
+    # posterior keeps that fixed, small variance. None: the default init.
+    init_logvar: float | None = None
 
 
 @dataclass
@@ -126,6 +140,19 @@ class RunSection:
 
 
 @dataclass
+class GenerationSection:
+    """The generation defaults `final/videoforge.json` records (what `generate` uses when unset).
+    Size and length come from the last stage: its first anchor and longest duration bucket."""
+
+    steps: int = 30
+    flow_shift: float | None = None  # None: the training schedule's flow.shift
+    guidance_scale: float = 1.0  # embedded guidance (guidance-distilled DiTs only)
+    cfg_scale: float = 1.0  # true classifier-free guidance; > 1 needs caption dropout in training
+    negative_prompt: str = ""  # the unconditional branch: the empty prompt that caption dropout trained
+    fps: int = 24
+
+
+@dataclass
 class Recipe:
     task: str = "dit"  # "dit" (flow matching) or "vae"
     model: ModelSection = field(default_factory=ModelSection)
@@ -136,6 +163,7 @@ class Recipe:
     stages: list[StageSection] = field(default_factory=lambda: [StageSection()])
     lora: LoRASection | None = None
     vae_loss: VAELossSection = field(default_factory=VAELossSection)
+    generation: GenerationSection = field(default_factory=GenerationSection)
 
     def __post_init__(self) -> None:
         if self.task not in ("dit", "vae"):
@@ -155,8 +183,13 @@ class Recipe:
         return len(self.stages) - 1, self.stages[-1]
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from the run's start, then each stage's constant rate."""
-        lr = self.stage_at(step)[1].lr
+        """Linear warm-up from the run's start, then each stage's rate (constant, or linear to `lr_end`)."""
+        i, stage = self.stage_at(step)
+        lr = stage.lr
+        if stage.lr_end is not None:
+            start = sum(s.steps for s in self.stages[:i])
+            frac = min(1.0, (step - start) / stage.steps)
+            lr = stage.lr + (stage.lr_end - stage.lr) * frac
         w = self.optim.warmup_steps
         return lr * min(1.0, (step + 1) / w) if w > 0 else lr
 
@@ -185,7 +218,7 @@ def _build(cls: type[T], data: Any, where: str) -> T:
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    sections = {"task", "model", "data", "optim", "flow", "run", "stages", "lora", "vae_loss"}
+    sections = {"task", "model", "data", "optim", "flow", "run", "stages", "lora", "vae_loss", "generation"}
     unknown = sorted(set(d) - sections)
     if unknown:
         raise ValueError(f"recipe: unknown section(s) {unknown}; allowed: {sorted(sections)}")
@@ -202,6 +235,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         run=_build(RunSection, d.get("run"), "run"),
         stages=[_build(StageSection, s, f"stages[{i}]") for i, s in enumerate(stages)],
         lora=_build(LoRASection, d["lora"], "lora") if d.get("lora") is not None else None,
+        generation=_build(GenerationSection, d.get("generation"), "generation"),
     )
 
 

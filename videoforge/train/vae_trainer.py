@@ -3,7 +3,8 @@
 at a random stride (stage `frame_stride`, 1..8 in the recipes), the resolution/length
 curriculum from the stages, and tiled passes mixed in at random so tiled inference sees what
 training saw. Single process (the VAE is small next to the DiT); same checkpoint and metrics
-layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` the EMA.
+layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` the EMA (with its fitted scaling factor: see
+`vae_loss.scaling_batches`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -34,7 +36,13 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     if recipe.model.init or recipe.model.vae:
         return load_vae(recipe.model.init or recipe.model.vae)
     torch.manual_seed(recipe.run.seed)
-    return build_vae(preset(recipe.model.preset).vae)
+    vae = build_vae(preset(recipe.model.preset).vae)
+    if recipe.vae_loss.init_logvar is not None:
+        with torch.no_grad():  # quant_conv emits the moments: [mean, logvar] along channels
+            c = vae.config.latent_channels
+            vae.quant_conv.weight[c:] = 0.0
+            vae.quant_conv.bias[c:] = recipe.vae_loss.init_logvar
+    return vae
 
 
 def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) -> dict[str, float]:
@@ -48,7 +56,7 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
     try:
         with autocast:
             post = vae.encode(pixels)
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean) if w.sample_posterior else post.mean
             recon = vae.decode(z)
     finally:
         vae.disable_tiling()
@@ -56,7 +64,11 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
     l1 = (recon - pixels).abs().mean()
     kl = post.kl().mean() / pixels[0].numel()  # per input element, so the weight is resolution-free
     loss = w.l1 * l1 + w.kl * kl
-    out = {"l1": l1.item(), "kl": kl.item(), "tiled": tiled}
+    out = {"l1": l1.item(), "kl": kl.item(), "tiled": tiled, "latent_std": post.std.mean().item()}
+    if w.l2 > 0:
+        l2 = (recon - pixels).pow(2).mean()
+        loss = loss + w.l2 * l2
+        out["l2"] = l2.item()
     if w.lpips > 0:
         lp = video_lpips(lpips, recon, pixels)
         loss = loss + w.lpips * lp
@@ -79,6 +91,17 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
         out["d_loss"] = d_loss.item()
     out["loss"] = loss.item()
     return out
+
+
+@torch.no_grad()
+def fit_scaling_factor(vae: torch.nn.Module, batches: Iterable[torch.Tensor]) -> float:
+    """1 / std of the posterior means over `batches` of pixels: latents * factor have unit variance."""
+    total, total_sq, n = 0.0, 0.0, 0
+    for pixels in batches:
+        mean = vae.encode(pixels).mean.double()
+        total, total_sq, n = total + mean.sum().item(), total_sq + mean.pow(2).sum().item(), n + mean.numel()
+    std = (total_sq / n - (total / n) ** 2) ** 0.5
+    return 1.0 / std
 
 
 def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
@@ -117,31 +140,36 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     vae_cfg = vae.config
     geometry = LatentGeometry(spatial=vae_cfg.spatial_compression_ratio, temporal=vae_cfg.time_compression_ratio)
     samplers: dict[int, BucketSampler] = {}
+
+    def batch_at(si: int, stage, step: int):
+        if si not in samplers:
+            ids = select_tiers([it.tiers for it in items], stage.tiers)
+            samplers[si] = BucketSampler(
+                [items[i].shape for i in ids], ids=ids, anchors=stage.anchors, frames=stage.frames,
+                token_budget=stage.token_budget, max_batch=stage.max_batch, image_ratio=1.0 - w.video_ratio,
+                seed=recipe.run.seed + 7919 * si, geometry=geometry, grid=stage.bucket_grid,
+                max_aspect=stage.max_aspect, min_stride=stage.frame_stride[0],
+            )
+        bucket, picks = samplers[si].batch_at(step)
+        pixels = torch.stack([
+            load_pixels(items[i], bucket, seeding.torch_generator(recipe.run.seed, step, j, seeding.MEDIA), stage.frame_stride)
+            for j, i in enumerate(picks)
+        ]).to(device)
+        return bucket, pixels
+
     bar = tqdm(total=end, initial=step, desc="train vae", disable=not opts.progress)
     last: dict[str, Any] = {}
     with (out / "metrics.jsonl").open("a") as metrics:
         while step < end:
             si, stage = recipe.stage_at(step)
-            if si not in samplers:
-                ids = select_tiers([it.tiers for it in items], stage.tiers)
-                samplers[si] = BucketSampler(
-                    [items[i].shape for i in ids], ids=ids, anchors=stage.anchors, frames=stage.frames,
-                    token_budget=stage.token_budget, max_batch=stage.max_batch, image_ratio=1.0 - w.video_ratio,
-                    seed=recipe.run.seed + 7919 * si, geometry=geometry, grid=stage.bucket_grid,
-                    max_aspect=stage.max_aspect, min_stride=stage.frame_stride[0],
-                )
             t0 = time.perf_counter()
-            bucket, picks = samplers[si].batch_at(step)
-            pixels = torch.stack([
-                load_pixels(items[i], bucket, seeding.torch_generator(recipe.run.seed, step, j, seeding.MEDIA), stage.frame_stride)
-                for j, i in enumerate(picks)
-            ]).to(device)
+            bucket, pixels = batch_at(si, stage, step)
             for group in opt.param_groups:
                 group["lr"] = recipe.lr_at(step)
             last = vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe, step)
             ema.update(vae)
             step += 1
-            last.update(step=step, batch=len(picks), bucket=f"{bucket.frames}x{bucket.height}x{bucket.width}",
+            last.update(step=step, batch=len(pixels), bucket=f"{bucket.frames}x{bucket.height}x{bucket.width}",
                         step_time=time.perf_counter() - t0)
             metrics.write(json.dumps(last) + "\n")
             metrics.flush()
@@ -155,5 +183,12 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
 
     save_vae(vae, out / "final" / "vae")
     vae.load_state_dict(ema.state_dict(), strict=False)
+    summary: dict[str, Any] = {"step": step, "loss": last.get("loss"), "out": str(out)}
+    if w.scaling_batches > 0 and not (recipe.model.init or recipe.model.vae):
+        # Drawn past the end of the run, from the last stage: data the schedule would show next.
+        si, stage = len(recipe.stages) - 1, recipe.stages[-1]
+        vae.eval()
+        factor = fit_scaling_factor(vae, (batch_at(si, stage, end + k)[1] for k in range(w.scaling_batches)))
+        vae.config.scaling_factor = summary["scaling_factor"] = factor
     save_vae(vae, out / "final" / "vae_ema")
-    return {"step": step, "loss": last.get("loss"), "out": str(out)}
+    return summary

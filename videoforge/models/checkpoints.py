@@ -446,7 +446,7 @@ def sha256_file(path: Path, chunk_bytes: int = 2**24) -> str:
     return digest.hexdigest()
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.dtype | None = None) -> list[Path]:
+def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.dtype | None = None, ema: bool = False) -> list[Path]:
     """Convert the DiT and/or VAE found at `src` into layout `to` under `dst`; returns the files written.
 
     - "diffusers": `config.json` + `diffusion_pytorch_model*.safetensors` (in `dst`, or in
@@ -455,19 +455,23 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
       (same folder rule);
     - "model-folder": `dst/transformer/`, `dst/vae/` (diffusers layout), the text encoder folders found
       in `src`, and `dst/videoforge.json` (`src`'s own, if any, with the weight files' sha256 hashes).
-    `dtype=None` keeps the stored dtypes (FP8 weights become bfloat16).
+    `dtype=None` keeps the stored dtypes (FP8 weights become bfloat16). `ema` takes the DiT from
+    `src/transformer_ema/` (a training run's `final/` folder) instead of `src/transformer/`.
     """
     if to not in CONVERT_TARGETS:
         raise ValueError(f"--to must be one of {', '.join(CONVERT_TARGETS)}, got {to!r}")
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise CheckpointError(f"no such file or folder: {src}")
-    kinds = [kind for kind in (DIT, VAE) if _holds(src, kind)]
+    dit_src = src / "transformer_ema" if ema else src
+    if ema and not dit_src.is_dir():
+        raise CheckpointError(f"--ema: {src} has no transformer_ema/ folder (only a training run's final/ has one)")
+    kinds = [kind for kind in (DIT, VAE) if _holds(dit_src if kind is DIT else src, kind)]
     if not kinds:
         raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
     written: list[Path] = []
     for kind in tqdm(kinds, desc="converting", unit="model", disable=len(kinds) == 1):
-        model = load_dit(src, dtype=dtype) if kind is DIT else load_vae(src, dtype=dtype)
+        model = load_dit(dit_src, dtype=dtype) if kind is DIT else load_vae(src, dtype=dtype)
         folder = dst / kind.subfolder if to == "model-folder" or len(kinds) > 1 else dst
         layout = "official" if to == "official" else "diffusers"
         written += save_dit(model, folder, layout) if kind is DIT else save_vae(model, folder, layout)

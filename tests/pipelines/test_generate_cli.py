@@ -103,12 +103,15 @@ def test_demo_and_default_model_use_the_bundled_folder(tiny_model_dir, tmp_path,
 
     monkeypatch.setattr(videoforge.bundled, "bundled_model_dir", lambda: None)
     assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "a.mp4")]) == 1
+    assert main(["demo", "--out", str(tmp_path / "a.mp4")]) == 1
     monkeypatch.setattr(videoforge.bundled, "bundled_model_dir", lambda: tiny_model_dir)
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--out", str(out)]) == 0  # what `make demo` runs
     frames, _ = read_video(out)
     assert frames.shape == (5, 32, 48, 3)  # the bundled folder's own defaults
-    assert json.loads(out.with_suffix(".json").read_text())["prompt"] == "a red circle moving to the right"
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert (sidecar["prompt"], sidecar["seed"]) == ("a red circle moving to the right", 0)
+    assert out.with_suffix(".gif").is_file()
 
 
 def test_flash_backend_without_flash_attn_is_a_clear_error(tiny_model_dir, tmp_path, capsys):

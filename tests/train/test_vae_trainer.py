@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -74,7 +75,8 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
     from videoforge.train.buckets import Bucket
 
     r = recipe_from_dict({
-        "task": "vae", "model": {"preset": "tiny"}, "optim": {"ema_decay": 0.5},
+        "task": "vae", "optim": {"ema_decay": 0.5},
+        "model": {"preset": "tiny", "vae_config": {"block_out_channels": [8, 16, 16, 16], "norm_num_groups": 4}},
         "vae_loss": {"l2": 1.0, "lpips": 0.0, "adversarial": 0.0, "kl": 0.0, "sample_posterior": False,
                      "init_logvar": -6.0, "tiled_ratio": 0.0, "scaling_batches": 2},
         "run": {"checkpoint_every": 0},
@@ -85,6 +87,7 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
     assert all(abs(row["latent_std"] - torch.exp(torch.tensor(-3.0)).item()) < 1e-6 for row in rows)
     assert all("l2" in row for row in rows)
     vae = load_vae(tmp_path / "final" / "vae_ema")
+    assert (vae.config.block_out_channels, vae.config.norm_num_groups) == ((8, 16, 16, 16), 4)
     assert vae.config.scaling_factor == summary["scaling_factor"]
     assert load_vae(tmp_path / "final" / "vae").config.scaling_factor == 0.476986  # raw weights: untouched
     # the factor scales the training data's posterior means to unit standard deviation
@@ -93,3 +96,6 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
     with torch.no_grad():
         std = (vae.encode(pixels).mean * vae.config.scaling_factor).std().item()
     assert 0.7 < std < 1.4
+    r.model.vae_config = {"block_channels": [8]}
+    with pytest.raises(ValueError, match="model.vae_config: unknown VAEConfig field"):
+        train_vae(r, RunOptions(out=tmp_path / "bad", data=str(squares), progress=False))

@@ -24,6 +24,7 @@ class ModelSection:
     dit: dict[str, Any] = field(default_factory=dict)  # DiTConfig field overrides
     init: str | None = None  # weights to start from (load_dit path); None: random init
     vae: str | None = None  # VAE weights (load_vae path); None: the preset's VAE, seeded random
+    vae_config: dict[str, Any] = field(default_factory=dict)  # VAEConfig field overrides of a from-scratch VAE
     vae_seed: int = 0
     text_encoder: str = "minilm"  # "minilm" (bundled) or a model folder with text_encoder/
     text_max_length: int = 64

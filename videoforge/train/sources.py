@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from videoforge.config import preset
+from videoforge.config import VAEConfig, preset
 from videoforge.models.text_encoders import TextEmbeddings
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape
@@ -76,6 +76,15 @@ class MediaSource:
         return ConditionedBatch(latents * self.vae.config.scaling_factor, text)
 
 
+def vae_config(recipe: Recipe) -> VAEConfig:
+    """The preset's VAE architecture with the recipe's `model.vae_config` overrides."""
+    base = preset(recipe.model.preset).vae.to_dict()
+    unknown = set(recipe.model.vae_config) - set(base)
+    if unknown:
+        raise ValueError(f"model.vae_config: unknown VAEConfig field(s) {sorted(unknown)}")
+    return VAEConfig.from_dict({**base, **recipe.model.vae_config})
+
+
 def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:
     """The frozen VAE: `model.vae` weights, or the preset's VAE with seeded random weights."""
     from videoforge.models import build_vae as build, load_vae
@@ -84,7 +93,7 @@ def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:
         vae = load_vae(recipe.model.vae)
     else:
         torch.manual_seed(recipe.model.vae_seed)
-        vae = build(preset(recipe.model.preset).vae)
+        vae = build(vae_config(recipe))
     return vae.to(device).eval().requires_grad_(False)
 
 

@@ -34,7 +34,7 @@ from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_c
 from videoforge.train.ema import EMA
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
 from videoforge.train.recipe import Recipe, StageSection
-from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae
+from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae, vae_config
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, sam
 
 
 def sampler_geometry(recipe: Recipe) -> LatentGeometry:
-    vae = preset(recipe.model.preset).vae
+    vae = vae_config(recipe)
     p = dit_config(recipe).patch_size
     return LatentGeometry(spatial=vae.spatial_compression_ratio * p[1], temporal=vae.time_compression_ratio * p[0])
 

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from videoforge.config import preset
 from videoforge.train import seeding
 from videoforge.train.buckets import BucketSampler, LatentGeometry
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
@@ -27,6 +26,7 @@ from videoforge.train.datasets import load_items, load_pixels, select_tiers
 from videoforge.train.ema import EMA
 from videoforge.train.losses import LPIPS, PatchDiscriminator3D, generator_adv_loss, hinge_d_loss, video_lpips
 from videoforge.train.recipe import Recipe
+from videoforge.train.sources import vae_config
 from videoforge.train.trainer import RunOptions
 
 
@@ -36,7 +36,7 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     if recipe.model.init or recipe.model.vae:
         return load_vae(recipe.model.init or recipe.model.vae)
     torch.manual_seed(recipe.run.seed)
-    vae = build_vae(preset(recipe.model.preset).vae)
+    vae = build_vae(vae_config(recipe))
     if recipe.vae_loss.init_logvar is not None:
         with torch.no_grad():  # quant_conv emits the moments: [mean, logvar] along channels
             c = vae.config.latent_channels

@@ -326,6 +326,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", metavar="DIR", help="write report.json and the generated videos here")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
     s.add_argument("--steps", type=int, help="denoising steps (default: the model folder's)")
+    s.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model folder's)")
+    s.add_argument("--flow-shift", type=float, help="sampling schedule shift (default: the model folder's)")
     s.add_argument("--batch-size", type=int, default=4, help="prompts per generation batch (default: %(default)s)")
     s.add_argument("--prompts", type=int, default=28, help="in-distribution prompts besides the held-out ones (default: %(default)s)")
     s.add_argument("--repeats", type=int, default=1,
@@ -354,7 +356,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         if model_dir is None:
             raise CLIError("no bundled model in this build: pass --model-dir DIR")
         try:
-            report = evaluate.evaluate_model(model_dir, args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+            report = evaluate.evaluate_model(model_dir, args.out, seed=args.seed, steps=args.steps, cfg_scale=args.cfg_scale,
+                                             flow_shift=args.flow_shift, batch_size=args.batch_size,
                                              psnr_samples=args.psnr_samples, num_in_distribution=args.prompts, repeats=args.repeats,
                                              device=args.device, progress=not args.quiet)
         except (ValueError, FileNotFoundError) as e:

@@ -65,7 +65,7 @@ def cli_run(random_model_dir, tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["eval", "shapes", "--model-dir", str(random_model_dir), "--out", str(out), "--prompts", "1",
-                     "--psnr-samples", "1", "--batch-size", "9", "--quiet"])
+                     "--psnr-samples", "1", "--batch-size", "9", "--cfg-scale", "2.5", "--quiet"])
     assert code == 0
     return buf.getvalue(), json.loads((out / "report.json").read_text()), out
 
@@ -77,6 +77,7 @@ def test_evaluate_model_runs_and_reports(cli_run):
     for row in report["accuracy"].values():
         assert set(row) == {"all", "in_distribution", "held_out"} and all(0.0 <= v <= 1.0 for v in row.values())
     assert report["size"] == [32, 32] and report["num_frames"] == 5 and report["steps"] == 2
+    assert (report["cfg_scale"], report["flow_shift"]) == (2.5, 5.0)  # the flag; the folder's shift
     assert isinstance(report["vae_psnr_db"], float) and 0 < report["vae_psnr_db"] < 40  # a random VAE: poor but finite
     assert all((out / r["path"]).is_file() for r in report["results"])
     assert text.strip() == format_report(report)

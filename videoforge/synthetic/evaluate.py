@@ -273,7 +273,7 @@ def summarise(results: list[EvalResult]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
-                   batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
+                   cfg_scale: float | None = None, flow_shift: float | None = None, batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Generate, score and summarise; writes `report.json` and the videos to `out_dir` when given."""
     import torch
@@ -293,7 +293,8 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
         noise = torch.cat([torch.randn(pipe.latent_shape(1, d.height, d.width, d.num_frames),
                                        generator=torch.Generator().manual_seed(seed * 100_003 + k * batch_size + j))
                            for j in range(len(chunk))])
-        videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, latents=noise)
+        videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, cfg_scale=cfg_scale, flow_shift=flow_shift,
+                      latents=noise)
         for j, (p, video) in enumerate(zip(chunk, videos)):
             found = score_video(video.frames)
             path = None
@@ -306,7 +307,8 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
         psnr = vae_psnr(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
     report = {
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
-        "steps": steps or d.num_inference_steps, "accuracy": summarise(results), "vae_psnr_db": psnr,
+        "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
+        "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results), "vae_psnr_db": psnr,
         "psnr_samples": psnr_samples, "results": [asdict(r) for r in results],
     }  # fmt: skip
     if out is not None:
@@ -323,7 +325,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{attr:<10} {cells[0]:>6} {cells[1]:>8} {cells[2]:>9}")
     n = len(report["results"])
     lines.append(f"{n} prompts ({sum(r['held_out'] for r in report['results'])} held-out), "
-                 f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps")
+                 f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps, "
+                 f"cfg {report.get('cfg_scale', 1.0)}, shift {report.get('flow_shift')}")
     if report["vae_psnr_db"] is not None:
         lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
     return "\n".join(lines)

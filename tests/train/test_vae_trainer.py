@@ -99,3 +99,16 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
     r.model.vae_config = {"block_channels": [8]}
     with pytest.raises(ValueError, match="model.vae_config: unknown VAEConfig field"):
         train_vae(r, RunOptions(out=tmp_path / "bad", data=str(squares), progress=False))
+
+
+def test_foreground_mask_marks_what_differs_from_the_border():
+    from videoforge.train.vae_trainer import foreground_mask
+
+    video = torch.full((2, 3, 3, 16, 16), -0.5)
+    video[0, 0, :, 4:8, 5:9] = 0.9  # a red square on frame 0..2 of the first clip
+    video[1] = 0.3                  # an empty frame of another colour
+    video[1, :, 1, 10:12, 2:4] = 0.35  # a difference below the threshold
+    mask = foreground_mask(video)
+    assert mask.shape == (2, 1, 3, 16, 16)
+    assert mask[0, 0, :, 4:8, 5:9].eq(1).all() and mask[0].sum() == 3 * 16
+    assert mask[1].sum() == 0

@@ -98,6 +98,10 @@ class VAELossSection:
 
     l1: float = 1.0
     l2: float = 0.0  # mean squared error; L1 alone settles on the background when objects are small
+    # Extra weight on pixels that differ from their frame's border colour (1 + this, the rest 1).
+    # For sparse objects on plain backgrounds (the shapes world): objects are ~4% of the pixels, and
+    # an unweighted loss learns their colours last. 0: off.
+    foreground_weight: float = 0.0
     lpips: float = 0.1
     adversarial: float = 0.05
     kl: float = 1e-6

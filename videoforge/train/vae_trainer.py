@@ -45,6 +45,14 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     return vae
 
 
+def foreground_mask(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """[B, 1, F, H, W] 1.0 where a pixel differs (max over RGB, [-1, 1] units) from its frame's
+    border colour (the per-channel median of the outer ring), else 0.0."""
+    ring = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)  # [B, 3, F, 2H+2W]
+    border = ring.median(dim=-1).values[..., None, None]
+    return ((video - border).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
 def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) -> dict[str, float]:
     w = recipe.vae_loss
     g = seeding.torch_generator(recipe.run.seed, step, -1, seeding.NOISE)
@@ -61,14 +69,15 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
     finally:
         vae.disable_tiling()
     recon = recon.float()
-    l1 = (recon - pixels).abs().mean()
+    err = recon - pixels
+    weight = 1.0 + w.foreground_weight * foreground_mask(pixels) if w.foreground_weight > 0 else None
+    weighted = (lambda e: (e * weight).mean() / weight.mean()) if weight is not None else (lambda e: e.mean())
+    l1, l2 = err.abs().mean(), err.pow(2).mean()  # logged unweighted, comparable across recipes
     kl = post.kl().mean() / pixels[0].numel()  # per input element, so the weight is resolution-free
-    loss = w.l1 * l1 + w.kl * kl
-    out = {"l1": l1.item(), "kl": kl.item(), "tiled": tiled, "latent_std": post.std.mean().item()}
+    loss = w.l1 * weighted(err.abs()) + w.kl * kl
+    out = {"l1": l1.item(), "l2": l2.item(), "kl": kl.item(), "tiled": tiled, "latent_std": post.std.mean().item()}
     if w.l2 > 0:
-        l2 = (recon - pixels).pow(2).mean()
-        loss = loss + w.l2 * l2
-        out["l2"] = l2.item()
+        loss = loss + w.l2 * weighted(err.pow(2))
     if w.lpips > 0:
         lp = video_lpips(lpips, recon, pixels)
         loss = loss + w.lpips * lp

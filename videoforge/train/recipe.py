@@ -102,6 +102,9 @@ class VAELossSection:
     # For sparse objects on plain backgrounds (the shapes world): objects are ~4% of the pixels, and
     # an unweighted loss learns their colours last. 0: off.
     foreground_weight: float = 0.0
+    # False: freeze the encoder (and quant_conv) and train the decoder only. The latents stay
+    # exactly the same, so caches and DiTs built on them stay valid while reconstructions improve.
+    train_encoder: bool = True
     lpips: float = 0.1
     adversarial: float = 0.05
     kl: float = 1e-6

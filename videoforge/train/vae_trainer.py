@@ -63,7 +63,8 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
                 if pixels.is_cuda and recipe.run.mixed_precision != "float32" else contextlib.nullcontext())
     try:
         with autocast:
-            post = vae.encode(pixels)
+            with torch.set_grad_enabled(w.train_encoder):
+                post = vae.encode(pixels)
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean) if w.sample_posterior else post.mean
             recon = vae.decode(z)
     finally:
@@ -90,7 +91,7 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if recipe.optim.grad_clip > 0:
-        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.optim.grad_clip))
+        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], recipe.optim.grad_clip))
     opt.step()
     if adv_on:
         d_loss = hinge_d_loss(disc(pixels), disc(recon.detach()))
@@ -128,6 +129,9 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     w = recipe.vae_loss
 
     vae = build_trainable_vae(recipe).to(device).train().requires_grad_(True)
+    if not w.train_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     torch.manual_seed(recipe.run.seed + 1)
     disc = PatchDiscriminator3D().to(device)
     lpips = (LPIPS.from_file(w.lpips_weights) if w.lpips_weights else LPIPS()).to(device) if w.lpips > 0 else None
@@ -136,7 +140,8 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
 
         logging.getLogger(__name__).warning("LPIPS with random weights (no vae_loss.lpips_weights): not a perceptual loss")
     o = recipe.optim
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr_at(0), betas=o.betas, weight_decay=o.weight_decay)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=recipe.lr_at(0), betas=o.betas, weight_decay=o.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=w.disc_lr, betas=(0.5, 0.9))
     ema = EMA(vae, o.ema_decay)
     extra = {"disc": (disc, opt_d)}

@@ -205,6 +205,15 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+def config_with_overrides(base: T, overrides: dict[str, Any], where: str) -> T:
+    """A copy of `base` (a DiTConfig or VAEConfig) with a recipe's field overrides; unknown fields are errors."""
+    d = base.to_dict()
+    unknown = set(overrides) - set(d)
+    if unknown:
+        raise ValueError(f"{where}: unknown {type(base).__name__} field(s) {sorted(unknown)}")
+    return type(base).from_dict({**d, **overrides})
+
+
 def _build(cls: type[T], data: Any, where: str) -> T:
     if data is None:
         return cls()

@@ -19,7 +19,7 @@ from videoforge.models.text_encoders import TextEmbeddings
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape
 from videoforge.train.datasets import MediaItem, caption_text, load_pixels
-from videoforge.train.recipe import Recipe
+from videoforge.train.recipe import Recipe, config_with_overrides
 
 
 @dataclass
@@ -78,11 +78,7 @@ class MediaSource:
 
 def vae_config(recipe: Recipe) -> VAEConfig:
     """The preset's VAE architecture with the recipe's `model.vae_config` overrides."""
-    base = preset(recipe.model.preset).vae.to_dict()
-    unknown = set(recipe.model.vae_config) - set(base)
-    if unknown:
-        raise ValueError(f"model.vae_config: unknown VAEConfig field(s) {sorted(unknown)}")
-    return VAEConfig.from_dict({**base, **recipe.model.vae_config})
+    return config_with_overrides(preset(recipe.model.preset).vae, recipe.model.vae_config, "model.vae_config")
 
 
 def build_vae(recipe: Recipe, device: torch.device) -> nn.Module:

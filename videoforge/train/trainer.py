@@ -33,7 +33,7 @@ from videoforge.train.datasets import select_tiers
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.ema import EMA
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
-from videoforge.train.recipe import Recipe, StageSection
+from videoforge.train.recipe import Recipe, StageSection, config_with_overrides
 from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae, vae_config
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,7 @@ def tensorboard_writer(folder: Path) -> Any:
 
 
 def dit_config(recipe: Recipe) -> DiTConfig:
-    base = preset(recipe.model.preset).dit.to_dict()
-    unknown = set(recipe.model.dit) - set(base)
-    if unknown:
-        raise ValueError(f"model.dit: unknown DiTConfig field(s) {sorted(unknown)}")
-    return DiTConfig.from_dict({**base, **recipe.model.dit})
+    return config_with_overrides(preset(recipe.model.preset).dit, recipe.model.dit, "model.dit")
 
 
 def build_model(recipe: Recipe) -> nn.Module:

@@ -1,10 +1,15 @@
-"""The VAE trainer (recipe `task: vae`): L1 + LPIPS + KL, plus a 3D patch adversarial term from
-`vae_loss.disc_start` on. Video and image batches mixed (video_ratio, 4:1 by default), frames
+"""The VAE trainer (recipe `task: vae`): L1 (+ L2) + LPIPS + KL, plus a 3D patch adversarial term
+from `vae_loss.disc_start` on. Video and image batches mixed (video_ratio, 4:1 by default), frames
 at a random stride (stage `frame_stride`, 1..8 in the recipes), the resolution/length
 curriculum from the stages, and tiled passes mixed in at random so tiled inference sees what
 training saw. Single process (the VAE is small next to the DiT); same checkpoint and metrics
-layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` the EMA (with its fitted scaling factor: see
-`vae_loss.scaling_batches`).
+layout as the DiT trainer. `final/vae` holds the raw weights, `final/vae_ema` the EMA (with its
+fitted scaling factor: see `vae_loss.scaling_batches`).
+
+For small models from scratch on sparse synthetic data (configs/shapes-vae.yaml): train on the
+posterior mean (`sample_posterior: false`, a fixed small variance from `init_logvar`), weight
+object pixels up (`foreground_weight`), and afterwards fine-tune the decoder alone
+(`train_encoder: false`), which leaves the latents, and so any cache or DiT built on them, as is.
 """
 
 from __future__ import annotations

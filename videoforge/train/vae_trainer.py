@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -8,6 +8,7 @@ torch.cuda.max_memory_allocated instead.)
 
 from __future__ import annotations
 
+import argparse
 import gc
 import re
 import statistics
@@ -46,3 +47,15 @@ def median_seconds(fns: dict[str, Callable[[], object]], repeats: int = 5, warmu
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def timing_args(doc: str | None) -> argparse.Namespace:
+    """--repeats and --threads for a timing benchmark; sets torch's CPU thread count."""
+    import torch
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args

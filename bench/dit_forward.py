@@ -8,25 +8,20 @@ better for us). Run: `.venv/bin/python bench/dit_forward.py [--repeats N]`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import median_seconds, peak_memory_mb  # noqa: E402
+from _measure import median_seconds, peak_memory_mb, timing_args  # noqa: E402
 
 from videoforge.models import build_dit  # noqa: E402
 from videoforge.models.convert import dit_config_from_diffusers, dit_diffusers_to_official  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = timing_args(__doc__)
 
     from diffusers import HunyuanVideoTransformer3DModel
 

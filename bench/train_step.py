@@ -11,7 +11,6 @@ Run: `.venv/bin/python bench/train_step.py [--repeats N] [--threads N]`.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -21,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import median_seconds  # noqa: E402
+from _measure import median_seconds, timing_args  # noqa: E402
 
 from videoforge.config import DiTConfig, preset  # noqa: E402
 from videoforge.models import build_dit  # noqa: E402
@@ -79,11 +78,7 @@ def model_flops(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = timing_args(__doc__)
 
     peak = matmul_peak_flops()
     print(f"threads {args.threads}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")

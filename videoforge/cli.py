@@ -28,6 +28,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         import time
+        from pathlib import Path
 
         from videoforge.bundled import BUNDLED_DIR, bundled_model_dir
 
@@ -36,7 +37,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         start = time.perf_counter()
         rc = main(["generate", "--prompt", args.prompt, "--out", args.out, "--seed", str(args.seed), "--gif"])
         if rc == 0:
-            gif = args.out[: -len(".mp4")] + ".gif" if args.out.endswith(".mp4") else args.out + ".gif"
+            gif = Path(args.out).with_suffix(".gif")  # where generate --gif writes it
             print(f"demo: done in {time.perf_counter() - start:.1f} s; open {args.out} (or the preview {gif})")
         return rc
 

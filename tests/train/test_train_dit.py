@@ -33,6 +33,26 @@ def test_cache_holds_every_clip_at_its_bucket(cache):
     assert not torch.equal(b.latents, src.batch(Bucket(32, 32, 9), [0, 1], [0, 1], step=1).latents)
 
 
+def test_batched_cache_matches_one_item_at_a_time(cache, squares, tmp_path):
+    from videoforge.train.cache import write_cache
+    from videoforge.train.datasets import load_items
+    from videoforge.train.sources import build_text_encoder, build_vae
+    from tests.train.conftest import tiny_recipe_dict
+
+    r = recipe_from_dict(tiny_recipe_dict(1))
+    device = torch.device("cpu")
+    write_cache(load_items(squares), r.stages, build_vae(r, device), build_text_encoder(r, device), tmp_path,
+                text_encoder_name="minilm", seed=0, batch_size=1, progress=False)
+    one, batched = (json.loads((d / "index.json").read_text())["entries"] for d in (tmp_path, cache))
+    assert sorted(e["source"] for e in one) == sorted(e["source"] for e in batched)
+    tensors_one, tensors_batched = load_file(tmp_path / "shard_00000.safetensors"), load_file(cache / "shard_00000.safetensors")
+    key_of = {e["source"]: e["key"] for e in batched}
+    for e in one:
+        k = key_of[e["source"]]
+        for name in ("mean", "logvar", "text0.states", "text0.mask", "text0.pooled"):
+            torch.testing.assert_close(tensors_one[f"{e['key']}.{name}"], tensors_batched[f"{k}.{name}"], atol=1e-5, rtol=1e-4)
+
+
 @torch.no_grad()
 def held_out_loss(model, r, cache: Path, steps=range(10_000, 10_016)) -> float:
     """Mean flow-matching loss on fixed batches (noise, timesteps, captions) the run never drew."""

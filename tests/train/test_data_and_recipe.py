@@ -68,6 +68,24 @@ def test_caption_dropout_and_structured_text():
     assert caption_text("plain", rng, 0.0) == "plain"
 
 
+def test_recipe_caption_fields_choose_the_training_text():
+    caption = {"short_description": "a red circle", "dense_description": "A red circle sits in the middle.",
+               "background": "a plain gray background", "lighting": "flat", "tags": ["red", "circle"]}
+    d = recipe_from_dict({"data": {"caption_fields": {"short_description": 1.0, "dense_description": 0.0, "background": 0.0,
+                                                       "lighting": 0.0, "tags": 0.0}}}).data
+    rng = np.random.default_rng(0)
+    assert {caption_text(caption, rng, 0.0, d.caption_fields, d.caption_permute) for _ in range(50)} == {"a red circle."}
+    d = recipe_from_dict({"data": {"caption_fields": {"lighting": 0.0, "tags": 0.0}, "caption_permute": 0.0}}).data
+    texts = [caption_text(caption, rng, 0.0, d.caption_fields, d.caption_permute) for _ in range(200)]
+    assert not any("Lighting" in t or "Tags" in t for t in texts)
+    # no shuffling: the short description, when kept, always comes first
+    assert all(t.startswith("a red circle.") for t in texts if "a red circle." in t) and any("Background" in t for t in texts)
+    with pytest.raises(ValueError, match="unknown field.*'colour'"):
+        recipe_from_dict({"data": {"caption_fields": {"colour": 1.0}}})
+    with pytest.raises(ValueError, match="tags must be a probability"):
+        recipe_from_dict({"data": {"caption_fields": {"tags": 2.0}}})
+
+
 def test_recipe_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         recipe_from_dict({"optim": {"learning_rate": 1}})

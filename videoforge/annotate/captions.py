@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -273,11 +274,13 @@ def _camera_phrase(value: str) -> str:
     return value.replace("_", " ")
 
 
-def caption_to_text(caption: dict, rng: np.random.Generator) -> str:
+def caption_to_text(caption: dict, rng: np.random.Generator, keep_prob: Mapping[str, float] | None = None,
+                    permute_prob: float | None = None) -> str:
     """Training text from a structured caption, with random field dropout and permutation.
 
-    Each present field is kept with `FIELD_KEEP_PROB[field]`; the kept fields are shuffled with
-    probability `PERMUTE_PROB` (else schema order). Descriptions are written as plain sentences,
+    Each present field is kept with `FIELD_KEEP_PROB[field]` (`keep_prob` overrides fields it
+    names); the kept fields are shuffled with probability `PERMUTE_PROB` (or `permute_prob`),
+    else they follow schema order. Descriptions are written as plain sentences,
     the other fields as "Background: ...", "Camera: pan left." etc. Accepts a dict (or a
     `Caption`, or the manifest's JSON string); returns "" only for an empty caption. The same rng
     state always gives the same text.
@@ -286,12 +289,13 @@ def caption_to_text(caption: dict, rng: np.random.Generator) -> str:
     present = [k for k in FIELDS if k in data]
     if not present:
         return ""
+    keep = FIELD_KEEP_PROB | dict(keep_prob or {})
     keep_draws = rng.random(len(present))
-    kept = [k for k, u in zip(present, keep_draws) if u < FIELD_KEEP_PROB[k]]
+    kept = [k for k, u in zip(present, keep_draws) if u < keep[k]]
     if not kept:
         descriptions = [k for k in ("short_description", "dense_description") if k in data]
         kept = [descriptions[0] if descriptions else present[0]]
-    if len(kept) > 1 and rng.random() < PERMUTE_PROB:
+    if len(kept) > 1 and rng.random() < (PERMUTE_PROB if permute_prob is None else permute_prob):
         kept = [kept[i] for i in rng.permutation(len(kept))]
     parts = []
     for key in kept:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,13 @@ def write_cache(
     caption_variants: int = 4,
     shard_size: int = 256,
     batch_size: int = 8,
+    caption_fields: Mapping[str, float] | None = None,
+    caption_permute: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Encode every (item, bucket) pair the stages use, `batch_size` items of a bucket per VAE and
-    text-encoder call; returns the index path."""
+    text-encoder call; returns the index path. Structured captions become `caption_variants` texts
+    each, drawn with `caption_fields` / `caption_permute` (the recipe's data section)."""
     out.mkdir(parents=True, exist_ok=True)
     pairs: dict[tuple[int, Bucket], tuple[int, int]] = {}
     for s in stages:
@@ -95,7 +98,7 @@ def write_cache(
         for (i, _), _ in chunk:
             rng = seeding.numpy_generator(seed, 0, i, seeding.CAPTION)
             k = caption_variants if isinstance(items[i].caption, dict) else 1
-            texts += [caption_text(items[i].caption, rng, 0.0) for _ in range(k)]
+            texts += [caption_text(items[i].caption, rng, 0.0, caption_fields, caption_permute) for _ in range(k)]
             counts.append(k)
         emb = text_encoder.encode(texts, single_frame=bucket.frames == 1)
         first = 0
@@ -125,6 +128,8 @@ def write_cache(
         "scaling_factor": vae.config.scaling_factor,
         "latent_channels": vae.config.latent_channels,
         "text_encoder": text_encoder_name,
+        "caption_fields": dict(caption_fields) if caption_fields else None,
+        "caption_permute": caption_permute,
         "entries": entries,
     }
     tmp = out / f"{INDEX}.tmp"
@@ -194,4 +199,5 @@ def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     return write_cache(items, recipe.stages, vae, text_encoder, Path(out), text_encoder_name=recipe.model.text_encoder,
-                       seed=recipe.run.seed, caption_variants=caption_variants, progress=progress)
+                       seed=recipe.run.seed, caption_variants=caption_variants, caption_fields=recipe.data.caption_fields,
+                       caption_permute=recipe.data.caption_permute, progress=progress)

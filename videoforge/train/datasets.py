@@ -9,7 +9,7 @@ captions: random field dropout and order), or the empty prompt with `caption_dro
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,12 +181,14 @@ def load_pixels(item: MediaItem, bucket: Bucket, g: torch.Generator, stride_rang
     return torch.from_numpy(arr).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
 
 
-def caption_text(caption: str | dict[str, Any], rng: np.random.Generator, dropout: float) -> str:
-    """Training text: "" with probability `dropout`, else the caption (structured: varied)."""
+def caption_text(caption: str | dict[str, Any], rng: np.random.Generator, dropout: float,
+                 keep_prob: Mapping[str, float] | None = None, permute_prob: float | None = None) -> str:
+    """Training text: "" with probability `dropout`, else the caption (structured: varied, with
+    the field keep and shuffle probabilities of `caption_to_text`)."""
     if rng.random() < dropout:
         return ""
     if isinstance(caption, dict):
         from videoforge.annotate.captions import caption_to_text
 
-        return caption_to_text(caption, rng)
+        return caption_to_text(caption, rng, keep_prob, permute_prob)
     return caption

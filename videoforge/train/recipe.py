@@ -35,6 +35,23 @@ class DataSection:
     path: str | None = None  # manifest.parquet or a folder of media + captions; --data overrides
     cache: str | None = None  # a `videoforge cache` folder; used instead of decoding when set
     caption_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
+    # Structured captions become text by keeping each field with a probability and shuffling
+    # (annotate.captions.FIELD_KEEP_PROB / PERMUTE_PROB). These override them, e.g. short prompts
+    # only for a small text encoder: {short_description: 1.0, dense_description: 0.2, tags: 0.0}.
+    caption_fields: dict[str, float] | None = None
+    caption_permute: float | None = None
+
+    def __post_init__(self) -> None:
+        from videoforge.annotate.captions import FIELDS
+
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise ValueError(f"data.caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        unknown = sorted(set(self.caption_fields or {}) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"data.caption_fields: unknown field(s) {unknown}; caption fields: {list(FIELDS)}")
+        for name, p in {**(self.caption_fields or {}), "caption_permute": self.caption_permute or 0.0}.items():
+            if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ValueError(f"data.caption_fields / caption_permute: {name} must be a probability in [0, 1], got {p!r}")
 
 
 @dataclass

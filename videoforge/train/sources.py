@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,9 +52,11 @@ class MediaSource:
 
     exact_buckets = False
 
-    def __init__(self, items: list[MediaItem], vae: nn.Module, text_encoder, *, seed: int, caption_dropout: float):
+    def __init__(self, items: list[MediaItem], vae: nn.Module, text_encoder, *, seed: int, caption_dropout: float,
+                 caption_fields: Mapping[str, float] | None = None, caption_permute: float | None = None):
         self.items, self.vae, self.text_encoder = items, vae, text_encoder
         self.seed, self.caption_dropout = seed, caption_dropout
+        self.caption_fields, self.caption_permute = caption_fields, caption_permute
         self.shapes = [it.shape for it in items]
         self.tiers = [it.tiers for it in items]
 
@@ -67,7 +69,7 @@ class MediaSource:
             g = seeding.torch_generator(self.seed, step, j, seeding.MEDIA)
             pixels.append(load_pixels(self.items[i], bucket, g, stride_range))
             rng = seeding.numpy_generator(self.seed, step, j, seeding.CAPTION)
-            texts.append(caption_text(self.items[i].caption, rng, self.caption_dropout))
+            texts.append(caption_text(self.items[i].caption, rng, self.caption_dropout, self.caption_fields, self.caption_permute))
         device = next(self.vae.parameters()).device
         dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(torch.stack(pixels).to(device, dtype))

@@ -122,7 +122,9 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
         return CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout), None, None
     items = load_items(path)
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
-    return MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout), vae, text_encoder
+    source = MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout,
+                         caption_fields=d.caption_fields, caption_permute=d.caption_permute)
+    return source, vae, text_encoder
 
 
 def condition_first_frame(cond_type: str | None, x0: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -157,3 +157,35 @@ def test_posterior():
     torch.testing.assert_close(standard.kl(), torch.zeros(2))
     assert (post.kl() > 0).all()
 
+
+
+@torch.no_grad()
+def test_concentrated_temporal_taps_keep_images_and_make_clip_latents_frame_codes():
+    import copy
+
+    from videoforge.models.vae import concentrate_temporal_taps
+
+    torch.manual_seed(0)
+    vae = build_vae(preset("tiny").vae).eval()
+    inflated = concentrate_temporal_taps(copy.deepcopy(vae))
+    convs = [m for m in inflated.modules() if isinstance(m, CausalConv3d) and m.conv.kernel_size[0] > 1]
+    assert convs and all(m.conv.weight[:, :, :-1].abs().max() == 0 for m in convs)
+    # each conv now reads one frame: output t of a stride-1 conv (2t of a time-strided one) only
+    x = torch.randn(1, convs[0].conv.in_channels, 9, 8, 8)
+    y = convs[0](x)
+    x2 = x.clone()
+    x2[:, :, 4] += 1.0
+    changed = (convs[0](x2) - y).abs().amax(dim=(0, 1, 3, 4)) > 0
+    assert changed.tolist() == [t == 4 for t in range(9)]
+    image = torch.rand(1, 3, 1, 32, 32) * 2 - 1
+    z = inflated.encode(image).mean
+    torch.testing.assert_close(z, vae.encode(image).mean, atol=1e-4, rtol=1e-4)  # images: as before
+    torch.testing.assert_close(inflated.decode(z), vae.decode(z), atol=1e-4, rtol=1e-4)
+    # a clip of three different pictures at frames 0, 1-4 and 5-8: latent k codes picture k
+    pictures = torch.rand(3, 3, 1, 32, 32) * 2 - 1
+    clip = torch.cat([pictures[0], pictures[1].expand(-1, 4, -1, -1), pictures[2].expand(-1, 4, -1, -1)], dim=1)[None]
+    latents = inflated.encode(clip).mean[0]
+    codes = [inflated.encode(p[None]).mean[0, :, 0] for p in pictures]
+    for k in range(3):
+        dist = [float((latents[:, k] - c).norm()) for c in codes]
+        assert min(range(3), key=dist.__getitem__) == k, dist

@@ -114,8 +114,12 @@ def test_foreground_mask_marks_what_differs_from_the_border():
     assert mask[1].sum() == 0
 
 
-def test_decoder_only_fine_tune_keeps_the_latents(squares, tmp_path):
+@pytest.mark.parametrize("concentrate", [False, True])
+def test_decoder_only_fine_tune_keeps_the_latents(squares, tmp_path, concentrate):
+    import copy
+
     from videoforge.models import build_vae, load_vae, save_vae
+    from videoforge.models.vae import concentrate_temporal_taps
     from videoforge.config import VAEConfig
 
     torch.manual_seed(0)
@@ -125,14 +129,17 @@ def test_decoder_only_fine_tune_keeps_the_latents(squares, tmp_path):
     r = recipe_from_dict({
         "task": "vae", "model": {"init": str(tmp_path / "start")}, "optim": {"ema_decay": 0.5},
         "vae_loss": {"l2": 1.0, "lpips": 0.0, "adversarial": 0.0, "kl": 0.0, "sample_posterior": False,
-                     "train_encoder": False, "tiled_ratio": 0.0},
+                     "train_encoder": False, "tiled_ratio": 0.0, "concentrate_temporal_taps": concentrate},
         "run": {"checkpoint_every": 0},
         "stages": [{"steps": 3, "lr": 1e-2, "anchors": [32], "frames": [1, 9], "token_budget": 32, "max_batch": 2}],
     })
     train_vae(r, RunOptions(out=tmp_path / "run", data=str(squares), progress=False))
+    # with concentrated taps, the frozen encoder is the start's encoder with its taps concentrated
+    expected = concentrate_temporal_taps(copy.deepcopy(start)) if concentrate else start
+    assert concentrate == any(not torch.equal(expected.state_dict()[k], start.state_dict()[k]) for k in start.state_dict())
     for name in ("vae", "vae_ema"):
         tuned = load_vae(tmp_path / "run" / "final" / name)
-        a, b = start.state_dict(), tuned.state_dict()
+        a, b = expected.state_dict(), tuned.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quant_conv.")))
         assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
         assert tuned.config.scaling_factor == 0.25  # a fine-tune keeps the factor its DiTs were trained with

@@ -378,6 +378,27 @@ class CausalVAE(nn.Module):
             raise ValueError(f"latents need at least one frame, row and column, got shape {tuple(latents.shape)}")
 
 
+@torch.no_grad()
+def concentrate_temporal_taps(vae: CausalVAE) -> CausalVAE:
+    """Sum each causal conv's kernel over time into its newest tap (in place).
+
+    An image is a 1-frame video whose causal padding repeats that frame, so every temporal tap sees
+    the same input and only their sum matters: images encode and decode exactly as before. A clip
+    is then processed frame by frame (apart from the GroupNorm statistics and the mid-block
+    attention, which span frames), the time-strided convs keep every second frame, and latent k
+    becomes an image code of pixel frame 4k; the decoder draws latent k for frames 4k-3..4k.
+    An image-trained VAE so starts clip training with motion in its latents, the way image VAEs
+    are inflated to video ones, instead of learning to copy frame 0 forward.
+    """
+    for module in vae.modules():
+        if isinstance(module, CausalConv3d) and module.conv.kernel_size[0] > 1:
+            w = module.conv.weight
+            summed = w.sum(dim=2)
+            w.zero_()
+            w[:, :, -1] = summed
+    return vae
+
+
 def build_vae(config: VAEConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CausalVAE:
     """Build a randomly initialised CausalVAE; device="meta" allocates nothing."""
     with torch.device(device) if device is not None else contextlib.nullcontext():

@@ -144,6 +144,10 @@ class VAELossSection:
     # e.g. -6 (std 0.05). With sample_posterior false and kl 0 they get no gradient, so the
     # posterior keeps that fixed, small variance. None: the default init.
     init_logvar: float | None = None
+    # A run from model.init: first move every causal conv's temporal taps onto the newest frame
+    # (models.vae.concentrate_temporal_taps). Images decode exactly as before; a clip's latent k
+    # becomes an image code of frame 4k, so an image-trained VAE starts with motion in its latents.
+    concentrate_temporal_taps: bool = False
 
 
 @dataclass

@@ -37,9 +37,13 @@ from videoforge.train.trainer import RunOptions
 
 def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     from videoforge.models import build_vae, load_vae
+    from videoforge.models.vae import concentrate_temporal_taps
 
     if recipe.model.init or recipe.model.vae:
-        return load_vae(recipe.model.init or recipe.model.vae)
+        vae = load_vae(recipe.model.init or recipe.model.vae)
+        if recipe.vae_loss.concentrate_temporal_taps:
+            concentrate_temporal_taps(vae)
+        return vae
     torch.manual_seed(recipe.run.seed)
     vae = build_vae(vae_config(recipe))
     if recipe.vae_loss.init_logvar is not None:

@@ -9,7 +9,7 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import EvalResult, eval_prompts, format_report, summarise, vae_psnr
+from videoforge.synthetic.evaluate import EvalResult, eval_prompts, format_report, summarise, vae_psnr, vae_round_trip
 from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM encoder comes from its package, never the hub
@@ -79,6 +79,7 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert report["size"] == [32, 32] and report["num_frames"] == 5 and report["steps"] == 2
     assert (report["cfg_scale"], report["flow_shift"]) == (2.5, 5.0)  # the flag; the folder's shift
     assert isinstance(report["vae_psnr_db"], float) and 0 < report["vae_psnr_db"] < 40  # a random VAE: poor but finite
+    assert "vae_round_trip_accuracy" in report
     assert all((out / r["path"]).is_file() for r in report["results"])
     assert text.strip() == format_report(report)
     assert "all_three" in text and f"{len(HOLDOUT) + 1} prompts ({len(HOLDOUT)} held-out)" in text
@@ -98,6 +99,9 @@ def test_vae_psnr_is_perfect_for_an_identity_vae():
             return z
 
     assert vae_psnr(Identity(), 2, 32, 32, 5) > 60
+    trip = vae_round_trip(Identity(), 6, 64, 64, 17)
+    # an exact round trip scores as the renders do (the scorer is right on rendered ground truth)
+    assert trip["scored"] >= 1 and trip["accuracy"] == {"colour": 1.0, "shape": 1.0, "motion": 1.0, "all_three": 1.0}
 
 
 def test_eval_cli_errors(tmp_path, capsys):

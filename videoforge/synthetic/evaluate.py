@@ -13,7 +13,7 @@ The scorer knows nothing of the renderer's internals; it looks at pixels only:
 
 `evaluate_model` generates a video per prompt of `eval_prompts` (held-out combinations included)
 with the text-to-video pipeline, scores them, and measures the VAE's reconstruction PSNR on fresh
-renders.
+renders and the scorer's accuracy on those reconstructions (the ceiling the VAE puts on the DiT).
 """
 
 from __future__ import annotations
@@ -227,24 +227,39 @@ def eval_prompts(num_in_distribution: int = 28, repeats: int = 1) -> list[EvalPr
             for r in range(repeats) for c, s, m, h in combos]
 
 
-def vae_psnr(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> float:
-    """Mean PSNR (dB, uint8 frames) of encode -> decode (posterior mode) over fresh renders."""
+def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> dict[str, Any]:
+    """Encode -> decode (posterior mode) fresh renders: mean PSNR (dB, uint8 frames) over all of
+    them, and the scorer's accuracy on the one-object ones: the most a DiT on this VAE can score."""
     import torch
 
     from videoforge.pipelines.video_io import to_uint8_frames
 
     cfg = SceneConfig(width=width, height=height, num_frames=num_frames)
-    values = []
+    values, hits, scored = [], Counter(), 0
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
     for i in range(num_samples):
-        frames = render(sample_scene(np.random.default_rng([seed, 7_000_000 + i]), cfg, exclude=()))
+        spec = sample_scene(np.random.default_rng([seed, 7_000_000 + i]), cfg, exclude=())
+        frames = render(spec)
         x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
         with torch.no_grad():
-            rec = vae.decode(vae.encode(x.to(device, dtype)).mode()).float().cpu()[0]
-        mse = np.mean((to_uint8_frames(rec).astype(np.float64) - frames) ** 2)
+            rec = to_uint8_frames(vae.decode(vae.encode(x.to(device, dtype)).mode()).float().cpu()[0])
+        mse = np.mean((rec.astype(np.float64) - frames) ** 2)
         values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
-    return float(np.mean(values))
+        if len(spec.objects) == 1:
+            truth, found = spec.objects[0], score_video(rec)
+            got = found[0] if found else ObjectScore("", "", "")
+            scored += 1
+            for attr in ("colour", "shape", "motion"):
+                hits[attr] += getattr(got, attr) == getattr(truth, attr)
+            hits["all_three"] += (got.colour, got.shape, got.motion) == (truth.colour, truth.shape, truth.motion)
+    accuracy = {k: hits[k] / scored for k in ("colour", "shape", "motion", "all_three")} if scored else None
+    return {"psnr_db": float(np.mean(values)), "accuracy": accuracy, "scored": scored}
+
+
+def vae_psnr(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> float:
+    """Mean PSNR (dB, uint8 frames) of encode -> decode (posterior mode) over fresh renders."""
+    return vae_round_trip(vae, num_samples, height, width, num_frames, seed)["psnr_db"]
 
 
 @dataclass
@@ -304,12 +319,13 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
             results.append(EvalResult(p.prompt, p.held_out, {"colour": p.colour, "shape": p.shape, "motion": p.motion},
                                       asdict(found[0]) if found else {}, path))
     with torch.no_grad():
-        psnr = vae_psnr(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
+        trip = vae_round_trip(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
     report = {
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
-        "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results), "vae_psnr_db": psnr,
-        "psnr_samples": psnr_samples, "results": [asdict(r) for r in results],
+        "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
+        "vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
+        "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "results": [asdict(r) for r in results],
     }  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -329,4 +345,8 @@ def format_report(report: dict[str, Any]) -> str:
                  f"cfg {report.get('cfg_scale', 1.0)}, shift {report.get('flow_shift')}")
     if report["vae_psnr_db"] is not None:
         lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
+    ceiling = report.get("vae_round_trip_accuracy")
+    if ceiling:
+        lines.append("scorer on VAE round trips (the most this VAE allows): "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in ceiling.items()))
     return "\n".join(lines)

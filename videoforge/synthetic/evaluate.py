@@ -167,6 +167,14 @@ def score_video(frames: np.ndarray, max_objects: int = 1) -> list[ObjectScore]:
 # The scorer on rendered ground truth
 
 
+def tally(hits: Counter, truth: Any, found: list[ObjectScore]) -> None:
+    """Count in `hits` which of colour, shape, motion (and all three) the first found object gets right."""
+    got = found[0] if found else ObjectScore("", "", "")
+    for attr in ("colour", "shape", "motion"):
+        hits[attr] += getattr(got, attr) == getattr(truth, attr)
+    hits["all_three"] += all(getattr(got, a) == getattr(truth, a) for a in ("colour", "shape", "motion"))
+
+
 def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = None, crf: int | None = None) -> dict[str, float]:
     """Per-attribute accuracy of `score_video` on single-object renders (optionally after an H.264
     round trip at `crf`), all combinations allowed (held-out ones too)."""
@@ -179,13 +187,8 @@ def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = N
             from videoforge.synthetic.camera_scenes import h264_round_trip
 
             frames = h264_round_trip(frames, 24.0, crf)
-        truth, found = spec.objects[0], score_video(frames)
-        got = found[0] if found else ObjectScore("", "", "")
-        hits["colour"] += got.colour == truth.colour
-        hits["shape"] += got.shape == truth.shape
-        hits["motion"] += got.motion == truth.motion
-        hits["all"] += (got.colour, got.shape, got.motion) == (truth.colour, truth.shape, truth.motion)
-    return {k: hits[k] / num_samples for k in ("colour", "shape", "motion", "all")}
+        tally(hits, spec.objects[0], score_video(frames))
+    return {k: hits[k] / num_samples for k in ("colour", "shape", "motion", "all_three")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,12 +250,8 @@ def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_fram
         mse = np.mean((rec.astype(np.float64) - frames) ** 2)
         values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
         if len(spec.objects) == 1:
-            truth, found = spec.objects[0], score_video(rec)
-            got = found[0] if found else ObjectScore("", "", "")
+            tally(hits, spec.objects[0], score_video(rec))
             scored += 1
-            for attr in ("colour", "shape", "motion"):
-                hits[attr] += getattr(got, attr) == getattr(truth, attr)
-            hits["all_three"] += (got.colour, got.shape, got.motion) == (truth.colour, truth.shape, truth.motion)
     accuracy = {k: hits[k] / scored for k in ("colour", "shape", "motion", "all_three")} if scored else None
     return {"psnr_db": float(np.mean(values)), "accuracy": accuracy, "scored": scored}
 

@@ -74,9 +74,9 @@ def test_recipe_caption_fields_choose_the_training_text():
     d = recipe_from_dict({"data": {"caption_fields": {"short_description": 1.0, "dense_description": 0.0, "background": 0.0,
                                                        "lighting": 0.0, "tags": 0.0}}}).data
     rng = np.random.default_rng(0)
-    assert {caption_text(caption, rng, 0.0, d.caption_fields, d.caption_permute) for _ in range(50)} == {"a red circle."}
+    assert {caption_text(caption, rng, 0.0, d.caption_mix) for _ in range(50)} == {"a red circle."}
     d = recipe_from_dict({"data": {"caption_fields": {"lighting": 0.0, "tags": 0.0}, "caption_permute": 0.0}}).data
-    texts = [caption_text(caption, rng, 0.0, d.caption_fields, d.caption_permute) for _ in range(200)]
+    texts = [caption_text(caption, rng, 0.0, d.caption_mix) for _ in range(200)]
     assert not any("Lighting" in t or "Tags" in t for t in texts)
     # no shuffling: the short description, when kept, always comes first
     assert all(t.startswith("a red circle.") for t in texts if "a red circle." in t) and any("Background" in t for t in texts)

@@ -134,6 +134,10 @@ def test_decoder_only_fine_tune_keeps_the_latents(squares, tmp_path, concentrate
         "stages": [{"steps": 3, "lr": 1e-2, "anchors": [32], "frames": [1, 9], "token_budget": 32, "max_batch": 2}],
     })
     train_vae(r, RunOptions(out=tmp_path / "run", data=str(squares), progress=False))
+    if concentrate:  # inflating needs trained image weights to start from
+        with pytest.raises(ValueError, match="set model.init"):
+            train_vae(recipe_from_dict({"task": "vae", "vae_loss": {"concentrate_temporal_taps": True}}),
+                      RunOptions(out=tmp_path / "scratch", data=str(squares), progress=False))
     # with concentrated taps, the frozen encoder is the start's encoder with its taps concentrated
     expected = concentrate_temporal_taps(copy.deepcopy(start)) if concentrate else start
     assert concentrate == any(not torch.equal(expected.state_dict()[k], start.state_dict()[k]) for k in start.state_dict())

@@ -274,13 +274,20 @@ def _camera_phrase(value: str) -> str:
     return value.replace("_", " ")
 
 
-def caption_to_text(caption: dict, rng: np.random.Generator, keep_prob: Mapping[str, float] | None = None,
-                    permute_prob: float | None = None) -> str:
+@dataclass(frozen=True)
+class CaptionMix:
+    """How structured captions become training text: `keep` overrides FIELD_KEEP_PROB for the
+    fields it names, `permute` (when set) replaces PERMUTE_PROB. The default is the defaults."""
+
+    keep: Mapping[str, float] | None = None
+    permute: float | None = None
+
+
+def caption_to_text(caption: dict, rng: np.random.Generator, mix: CaptionMix = CaptionMix()) -> str:
     """Training text from a structured caption, with random field dropout and permutation.
 
-    Each present field is kept with `FIELD_KEEP_PROB[field]` (`keep_prob` overrides fields it
-    names); the kept fields are shuffled with probability `PERMUTE_PROB` (or `permute_prob`),
-    else they follow schema order. Descriptions are written as plain sentences,
+    Each present field is kept with `FIELD_KEEP_PROB[field]`; the kept fields are shuffled with
+    probability `PERMUTE_PROB`, else they follow schema order (`mix` overrides both). Descriptions are written as plain sentences,
     the other fields as "Background: ...", "Camera: pan left." etc. Accepts a dict (or a
     `Caption`, or the manifest's JSON string); returns "" only for an empty caption. The same rng
     state always gives the same text.
@@ -289,13 +296,13 @@ def caption_to_text(caption: dict, rng: np.random.Generator, keep_prob: Mapping[
     present = [k for k in FIELDS if k in data]
     if not present:
         return ""
-    keep = FIELD_KEEP_PROB | dict(keep_prob or {})
+    keep = FIELD_KEEP_PROB | dict(mix.keep or {})
     keep_draws = rng.random(len(present))
     kept = [k for k, u in zip(present, keep_draws) if u < keep[k]]
     if not kept:
         descriptions = [k for k in ("short_description", "dense_description") if k in data]
         kept = [descriptions[0] if descriptions else present[0]]
-    if len(kept) > 1 and rng.random() < (PERMUTE_PROB if permute_prob is None else permute_prob):
+    if len(kept) > 1 and rng.random() < (PERMUTE_PROB if mix.permute is None else mix.permute):
         kept = [kept[i] for i in rng.permutation(len(kept))]
     parts = []
     for key in kept:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from videoforge.annotate.captions import CaptionMix
 from videoforge.models.text_encoders import TextEmbeddings
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape, assign_buckets
@@ -56,13 +57,12 @@ def write_cache(
     caption_variants: int = 4,
     shard_size: int = 256,
     batch_size: int = 8,
-    caption_fields: Mapping[str, float] | None = None,
-    caption_permute: float | None = None,
+    caption_mix: CaptionMix = CaptionMix(),
     progress: bool = True,
 ) -> Path:
     """Encode every (item, bucket) pair the stages use, `batch_size` items of a bucket per VAE and
     text-encoder call; returns the index path. Structured captions become `caption_variants` texts
-    each, drawn with `caption_fields` / `caption_permute` (the recipe's data section)."""
+    each, drawn with `caption_mix` (the recipe's data.caption_fields / caption_permute)."""
     out.mkdir(parents=True, exist_ok=True)
     pairs: dict[tuple[int, Bucket], tuple[int, int]] = {}
     for s in stages:
@@ -82,27 +82,27 @@ def write_cache(
             save_file(shard, str(out / f"shard_{shard_idx:05d}.safetensors"))
             shard, shard_idx = {}, shard_idx + 1
 
-    # Encode a run of same-bucket pairs as one batch: the VAE's GroupNorm is per sample, so a batch
+    # Encode same-bucket pairs `batch_size` at a time: the VAE's GroupNorm is per sample, so a batch
     # encodes each item as alone (to float rounding), at a fraction of the per-call overhead.
-    order = list(pairs.items())
-    chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    chunks = [[p for p in chunk if p[0][1] == b] for chunk in chunks for b in dict.fromkeys(p[0][1] for p in chunk)]
-    bar = tqdm(total=len(order), desc="caching", unit="item", disable=not progress)
+    by_bucket: dict[Bucket, list[tuple[int, tuple[int, int]]]] = {}
+    for (i, bucket), stride in pairs.items():
+        by_bucket.setdefault(bucket, []).append((i, stride))
+    chunks = [(b, group[k : k + batch_size]) for b, group in by_bucket.items() for k in range(0, len(group), batch_size)]
+    bar = tqdm(total=len(pairs), desc="caching", unit="item", disable=not progress)
     n = 0
-    for chunk in chunks:
-        bucket = chunk[0][0][1]
+    for bucket, chunk in chunks:
         pixels = torch.stack([load_pixels(items[i], bucket, seeding.torch_generator(seed, 0, i, seeding.MEDIA), stride)
-                              for (i, _), stride in chunk]).to(device, dtype)
+                              for i, stride in chunk]).to(device, dtype)
         post = vae.encode(pixels)
         texts, counts = [], []
-        for (i, _), _ in chunk:
+        for i, _ in chunk:
             rng = seeding.numpy_generator(seed, 0, i, seeding.CAPTION)
             k = caption_variants if isinstance(items[i].caption, dict) else 1
-            texts += [caption_text(items[i].caption, rng, 0.0, caption_fields, caption_permute) for _ in range(k)]
+            texts += [caption_text(items[i].caption, rng, 0.0, caption_mix) for _ in range(k)]
             counts.append(k)
         emb = text_encoder.encode(texts, single_frame=bucket.frames == 1)
         first = 0
-        for b, (((i, _), _), k) in enumerate(zip(chunk, counts)):
+        for b, ((i, _), k) in enumerate(zip(chunk, counts)):
             shard[f"{n}.mean"] = post.mean[b].float().cpu().contiguous()
             shard[f"{n}.logvar"] = post.logvar[b].float().cpu().contiguous()
             for v in range(k):
@@ -128,8 +128,8 @@ def write_cache(
         "scaling_factor": vae.config.scaling_factor,
         "latent_channels": vae.config.latent_channels,
         "text_encoder": text_encoder_name,
-        "caption_fields": dict(caption_fields) if caption_fields else None,
-        "caption_permute": caption_permute,
+        "caption_fields": dict(caption_mix.keep) if caption_mix.keep else None,
+        "caption_permute": caption_mix.permute,
         "entries": entries,
     }
     tmp = out / f"{INDEX}.tmp"
@@ -199,5 +199,5 @@ def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     return write_cache(items, recipe.stages, vae, text_encoder, Path(out), text_encoder_name=recipe.model.text_encoder,
-                       seed=recipe.run.seed, caption_variants=caption_variants, caption_fields=recipe.data.caption_fields,
-                       caption_permute=recipe.data.caption_permute, progress=progress)
+                       seed=recipe.run.seed, caption_variants=caption_variants, caption_mix=recipe.data.caption_mix,
+                       progress=progress)

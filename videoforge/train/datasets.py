@@ -9,7 +9,7 @@ captions: random field dropout and order), or the empty prompt with `caption_dro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from videoforge.annotate.captions import CaptionMix, caption_to_text
 from videoforge.train.buckets import Bucket, ItemShape
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -182,13 +183,11 @@ def load_pixels(item: MediaItem, bucket: Bucket, g: torch.Generator, stride_rang
 
 
 def caption_text(caption: str | dict[str, Any], rng: np.random.Generator, dropout: float,
-                 keep_prob: Mapping[str, float] | None = None, permute_prob: float | None = None) -> str:
-    """Training text: "" with probability `dropout`, else the caption (structured: varied, with
-    the field keep and shuffle probabilities of `caption_to_text`)."""
+                 mix: CaptionMix = CaptionMix()) -> str:
+    """Training text: "" with probability `dropout`, else the caption (structured: varied by
+    `caption_to_text` with `mix`)."""
     if rng.random() < dropout:
         return ""
     if isinstance(caption, dict):
-        from videoforge.annotate.captions import caption_to_text
-
-        return caption_to_text(caption, rng, keep_prob, permute_prob)
+        return caption_to_text(caption, rng, mix)
     return caption

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from videoforge.annotate.captions import FIELDS, CaptionMix
+
 T = TypeVar("T")
 
 
@@ -42,8 +44,6 @@ class DataSection:
     caption_permute: float | None = None
 
     def __post_init__(self) -> None:
-        from videoforge.annotate.captions import FIELDS
-
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError(f"data.caption_dropout must be in [0, 1], got {self.caption_dropout}")
         unknown = sorted(set(self.caption_fields or {}) - set(FIELDS))
@@ -52,6 +52,10 @@ class DataSection:
         for name, p in {**(self.caption_fields or {}), "caption_permute": self.caption_permute or 0.0}.items():
             if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"data.caption_fields / caption_permute: {name} must be a probability in [0, 1], got {p!r}")
+
+    @property
+    def caption_mix(self) -> CaptionMix:
+        return CaptionMix(self.caption_fields, self.caption_permute)
 
 
 @dataclass

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from videoforge.annotate.captions import CaptionMix
 from videoforge.config import VAEConfig, preset
 from videoforge.models.text_encoders import TextEmbeddings
 from videoforge.train import seeding
@@ -53,10 +54,9 @@ class MediaSource:
     exact_buckets = False
 
     def __init__(self, items: list[MediaItem], vae: nn.Module, text_encoder, *, seed: int, caption_dropout: float,
-                 caption_fields: Mapping[str, float] | None = None, caption_permute: float | None = None):
+                 caption_mix: CaptionMix = CaptionMix()):
         self.items, self.vae, self.text_encoder = items, vae, text_encoder
-        self.seed, self.caption_dropout = seed, caption_dropout
-        self.caption_fields, self.caption_permute = caption_fields, caption_permute
+        self.seed, self.caption_dropout, self.caption_mix = seed, caption_dropout, caption_mix
         self.shapes = [it.shape for it in items]
         self.tiers = [it.tiers for it in items]
 
@@ -69,7 +69,7 @@ class MediaSource:
             g = seeding.torch_generator(self.seed, step, j, seeding.MEDIA)
             pixels.append(load_pixels(self.items[i], bucket, g, stride_range))
             rng = seeding.numpy_generator(self.seed, step, j, seeding.CAPTION)
-            texts.append(caption_text(self.items[i].caption, rng, self.caption_dropout, self.caption_fields, self.caption_permute))
+            texts.append(caption_text(self.items[i].caption, rng, self.caption_dropout, self.caption_mix))
         device = next(self.vae.parameters()).device
         dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(torch.stack(pixels).to(device, dtype))

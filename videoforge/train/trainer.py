@@ -123,7 +123,7 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
     items = load_items(path)
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     source = MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout,
-                         caption_fields=d.caption_fields, caption_permute=d.caption_permute)
+                         caption_mix=d.caption_mix)
     return source, vae, text_encoder
 
 

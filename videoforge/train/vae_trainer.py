@@ -39,6 +39,9 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     from videoforge.models import build_vae, load_vae
     from videoforge.models.vae import concentrate_temporal_taps
 
+    if recipe.vae_loss.concentrate_temporal_taps and not (recipe.model.init or recipe.model.vae):
+        raise ValueError("vae_loss.concentrate_temporal_taps inflates trained image weights: set model.init to them "
+                         "(a from-scratch VAE has no image training to keep)")
     if recipe.model.init or recipe.model.vae:
         vae = load_vae(recipe.model.init or recipe.model.vae)
         if recipe.vae_loss.concentrate_temporal_taps:

@@ -60,6 +60,25 @@ def test_causal_conv_replicates_first_frame_and_borders():
     torch.testing.assert_close(y, y[:, :, :1, :1, :1].expand_as(y))
 
 
+@pytest.mark.parametrize("stride", [1, (1, 2, 2), (2, 2, 2)])
+def test_causal_conv_on_one_frame_is_the_3d_conv(stride):
+    """An image takes the folded 2D path; it must equal the 3D conv over the replicate-padded frame,
+    in the output and in the gradients of the input and the weights."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(4, 6, 3, stride=stride)
+    x = torch.randn(2, 4, 1, 10, 10, requires_grad=True)
+    y = conv(x)
+    y.square().sum().backward()
+    grads = (x.grad.clone(), conv.conv.weight.grad.clone())
+    x.grad, conv.conv.weight.grad = None, None
+    want = conv.conv(torch.nn.functional.pad(x, conv.padding, mode="replicate"))
+    want.square().sum().backward()
+    assert y.shape == want.shape and y.shape[2] == 1
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[1], conv.conv.weight.grad, atol=1e-4, rtol=1e-5)
+
+
 def test_mid_attention_is_frame_causal_but_groupnorm_is_not():
     """The attention mask is block-causal by frame; only the GroupNorm statistics look ahead."""
     torch.manual_seed(0)

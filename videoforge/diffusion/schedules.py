@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import torch
 
-
-def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """The release's time shift s*sigma / (1 + (s-1)*sigma): shift > 1 spends more steps at high noise."""
-    if shift <= 0:
-        raise ValueError(f"flow shift must be > 0, got {shift}")
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
+from videoforge.diffusion.flow import shift_sigmas
 
 
 def flow_sigmas(num_steps: int, shift: float = 7.0) -> torch.Tensor:

@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/dit_forward.py
 	$(BIN)/python bench/vae_decode.py
+	$(BIN)/python bench/vae_train_step.py
 	$(BIN)/python bench/generate_step.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/curate_throughput.py

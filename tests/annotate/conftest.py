@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from videoforge.curate.manifest import write_manifest
-from videoforge.synthetic.camera_scenes import SceneSettings, encode_h264, render_clip
+from videoforge.pipelines.video_io import write_mp4
+from videoforge.synthetic.camera_scenes import SceneSettings, render_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,7 +31,7 @@ def _manifest_template(tmp_path_factory) -> Path:
     rows = []
     for i, label in enumerate(CLIP_LABELS):
         clip = render_clip(label, settings, np.random.default_rng(100 + i))
-        encode_h264(clip.frames, 24.0, str(root / f"clips/c{i}.mp4"), crf=18)
+        write_mp4(clip.frames, root / f"clips/c{i}.mp4", fps=24.0, crf=18, preset="veryfast")
         rows.append(_row(f"c{i}", "video", f"clips/c{i}.mp4"))
     image = render_clip("static", settings, np.random.default_rng(99)).frames[0]
     cv2.imwrite(str(root / "clips/img.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -32,24 +33,28 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 
 def _encode_all(container: "av.container.OutputContainer", stream: "av.video.stream.VideoStream", frames: np.ndarray) -> None:
     for frame in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():  # flush the encoder's delayed frames
         container.mux(packet)
 
 
-def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 24, crf: int = 17) -> Path:
-    """Write H.264 (libx264, yuv420p) mp4. yuv420p needs even sizes; odd ones are refused, not cropped."""
+def write_mp4(frames: np.ndarray, path: str | Path | BinaryIO, fps: float = 24, crf: int = 17,
+              preset: str | None = None) -> Path | BinaryIO:
+    """Write H.264 (libx264, yuv420p) mp4 to a path (parent folders made) or a binary file object,
+    e.g. `io.BytesIO`. yuv420p needs even sizes; odd ones are refused, not cropped. `preset` is
+    libx264's speed/size trade-off (None: its default, "medium")."""
     frames = _check_frames(frames)
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs an even frame size, got {h}x{w}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path) if isinstance(path, Path) else path, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf)}
+        stream.options = {"crf": str(crf)} | ({"preset": preset} if preset else {})
         _encode_all(container, stream, frames)
     return path
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-from fractions import Fraction
 from dataclasses import dataclass, field
 
 import av
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from videoforge.annotate.camera_motion import LABELS as CAMERA_MOTION_LABELS
+from videoforge.pipelines.video_io import write_mp4
 
 TEXTURE_KINDS: tuple[str, ...] = ("noise", "blobs", "checker", "stripes", "cells", "bricks", "dots")
 
@@ -209,26 +209,10 @@ def render_frames(layers: list[Layer], poses: list[CameraPose], width: int, heig
     return frames
 
 
-def encode_h264(frames: np.ndarray, fps: float, target, crf: int = 23) -> None:
-    """Write frames (uint8 RGB [T, H, W, 3], even sizes) as an H.264 mp4 to a path or a binary file."""
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"H.264 yuv420p needs even frame sizes, got {w}x{h}")
-    with av.open(target, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
 def h264_round_trip(frames: np.ndarray, fps: float, crf: int = 23) -> np.ndarray:
     """Encode with libx264 (yuv420p) into memory and decode back; same shape."""
     buf = io.BytesIO()
-    encode_h264(frames, fps, buf, crf)
+    write_mp4(frames, buf, fps, crf, preset="veryfast")
     buf.seek(0)
     with av.open(buf, mode="r") as inp:
         decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
@@ -392,6 +376,6 @@ def render_clip(label: str, settings: SceneSettings, rng: np.random.Generator) -
 
 __all__ = [
     "CAMERA_MOTION_LABELS", "TEXTURE_KINDS", "CameraPose", "Clip", "Layer", "SceneSettings", "Sprite",
-    "camera_path", "encode_h264", "h264_round_trip", "make_shapes_mask", "make_texture", "plane_footprint",
+    "camera_path", "h264_round_trip", "make_shapes_mask", "make_texture", "plane_footprint",
     "render_clip", "render_frames",
 ]  # fmt: skip

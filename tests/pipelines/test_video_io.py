@@ -28,6 +28,18 @@ def test_mp4_round_trip(tmp_path):
     assert read_video(path, max_frames=3)[0].shape[0] == 3
 
 
+def test_mp4_into_a_file_object_with_a_preset(tmp_path):
+    import io
+
+    frames = _moving_square()
+    buf = io.BytesIO()
+    assert write_mp4(frames, buf, fps=12, preset="veryfast") is buf
+    (tmp_path / "v.mp4").write_bytes(buf.getvalue())
+    back, fps = read_video(tmp_path / "v.mp4")
+    assert back.shape == frames.shape and fps == 12
+    assert np.abs(back.astype(int) - frames.astype(int)).mean() < 3
+
+
 def test_png_and_gif(tmp_path):
     import cv2
 

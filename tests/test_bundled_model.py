@@ -1,6 +1,6 @@
 """The bundled shapes-world model (videoforge/assets/tiny-shapes): what ships, and that it runs at
-its own defaults. Its evaluation (`videoforge eval shapes`: colour meets its target, the rest not yet)
-is in its MODEL_CARD.md; these tests are regression checks, not that evaluation."""
+its own defaults. Its evaluation (`videoforge eval shapes`: colour and motion meet their targets,
+shape not yet) is in its MODEL_CARD.md; these tests are regression checks, not that evaluation."""
 
 from __future__ import annotations
 
@@ -54,8 +54,10 @@ def test_generates_at_its_own_defaults_and_follows_the_prompt(pipe):
     a, b = pipe(["a red circle moving to the right", "a blue square moving down"], seed=0)
     assert a.frames.shape == b.frames.shape == (d.num_frames, d.height, d.width, 3)
     assert score_video(a.frames), "no object stands out from the background"
-    # colour meets its target (98% in the card's evaluation): each video draws the asked colour
-    assert [score_video(v.frames)[0].colour for v in (a, b)] == ["red", "blue"]
+    # colour and motion meet their targets (100% and 97% in the card's evaluation): each video
+    # draws the asked colour, moving the asked way
+    assert [(score_video(v.frames)[0].colour, score_video(v.frames)[0].motion) for v in (a, b)] == [
+        ("red", "right"), ("blue", "down")]
     # same noise, other text: the prompt reaches the picture
     assert abs(a.frames.astype(int) - b.frames.astype(int)).mean() > 5.0
 
@@ -65,4 +67,4 @@ def test_vae_round_trips_fresh_renders(pipe):
 
     d = pipe.defaults
     with torch.no_grad():
-        assert vae_psnr(pipe.vae, 2, d.height, d.width, d.num_frames, seed=123) > 21.0  # the card: 23.65 dB over 16 clips
+        assert vae_psnr(pipe.vae, 2, d.height, d.width, d.num_frames, seed=123) > 23.0  # the card: 24.32 dB over 16 clips

@@ -287,10 +287,10 @@ def caption_to_text(caption: dict, rng: np.random.Generator, mix: CaptionMix = C
     """Training text from a structured caption, with random field dropout and permutation.
 
     Each present field is kept with `FIELD_KEEP_PROB[field]`; the kept fields are shuffled with
-    probability `PERMUTE_PROB`, else they follow schema order (`mix` overrides both). Descriptions are written as plain sentences,
-    the other fields as "Background: ...", "Camera: pan left." etc. Accepts a dict (or a
-    `Caption`, or the manifest's JSON string); returns "" only for an empty caption. The same rng
-    state always gives the same text.
+    probability `PERMUTE_PROB`, else they follow schema order (`mix` overrides both). Descriptions
+    are written as plain sentences, the other fields as "Background: ...", "Camera: pan left." etc.
+    Accepts a dict (or a `Caption`, or the manifest's JSON string); returns "" only for an empty
+    caption. The same rng state always gives the same text.
     """
     data = _as_dict(caption)
     present = [k for k in FIELDS if k in data]

@@ -51,7 +51,8 @@ def write_mp4(frames: np.ndarray, path: str | Path | BinaryIO, fps: float = 24, 
     if isinstance(path, (str, Path)):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path) if isinstance(path, Path) else path, mode="w", format="mp4") as container:
+    target = str(path) if isinstance(path, Path) else path  # PyAV opens a str path or a file object
+    with av.open(target, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf)} | ({"preset": preset} if preset else {})

@@ -33,10 +33,10 @@ def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 class VideoDecoder:
     """An open video: metadata on construction, then analysis frames in chunks (`read`), each
-    resized inside FFmpeg. Raises `ValueError` with a specific reason for inputs that hold no
+    resized inside FFmpeg (`max_side=None`: at the source size). Raises `ValueError` with a specific reason for inputs that hold no
     decodable video. Use as a context manager or call `close`."""
 
-    def __init__(self, source: str, max_side: int, max_frames: int | None = None) -> None:
+    def __init__(self, source: str, max_side: int | None, max_frames: int | None = None) -> None:
         self.container = av.open(source)
         try:
             if not self.container.streams.video:
@@ -53,7 +53,7 @@ class VideoDecoder:
             self.container.close()
             raise
         self.fps, self.codec = float(rate), stream.codec_context.name
-        self.size = analysis_size(self.width, self.height, max_side)
+        self.size = (self.width, self.height) if max_side is None else analysis_size(self.width, self.height, max_side)
         self.remaining = max_frames
         self._frames = self.container.decode(stream)
 
@@ -94,8 +94,9 @@ class DecodedVideo:
     codec: str
 
 
-def decode_video(source: str, max_side: int, max_frames: int | None = None) -> DecodedVideo:
-    """Probe and decode a whole video (or its first `max_frames`) to the analysis size."""
+def decode_video(source: str, max_side: int | None, max_frames: int | None = None) -> DecodedVideo:
+    """Probe and decode a whole video (or its first `max_frames`) to the analysis size (the
+    source size for `max_side=None`)."""
     with VideoDecoder(source, max_side, max_frames) as decoder:
         frames = decoder.read()
     if len(frames) == 0:

@@ -13,6 +13,8 @@ import av
 import numpy as np
 import torch
 
+from videoforge.curate.video_io import decode_video
+
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """A decoded video [3, T, H, W] in [-1, 1] -> uint8 frames [T, H, W, 3] (the release's (x/2+0.5) clamp)."""
@@ -89,20 +91,12 @@ def write_png_frames(frames: np.ndarray, folder: str | Path) -> list[Path]:
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video file -> (uint8 frames [T, H, W, 3] RGB, fps)."""
+    """Decode a video file -> (uint8 frames [T, H, W, 3] RGB at the source size, fps)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video at {path}")
-    frames = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    if not frames:
-        raise ValueError(f"{path} has no decodable frames")
-    return np.stack(frames), fps
+    try:
+        video = decode_video(str(path), max_side=None, max_frames=max_frames)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return video.frames, video.fps

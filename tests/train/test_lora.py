@@ -109,3 +109,57 @@ def test_unmatched_keys_are_reported(lora_run, tiny_recipe, tmp_path):
     report = merge_lora(model, tmp_path / "extra.safetensors", strict=False)
     assert sorted(report.unmatched) == ["transformer.not_a_block.proj.lora_A.weight", "transformer.not_a_block.proj.lora_B.weight"]
     assert len(read_lora(tmp_path / "extra.safetensors", model).pairs) == len(state) // 2 - 1
+
+
+def test_diffusers_layout_lora_merges_as_on_the_diffusers_weights(tmp_path):
+    """A LoRA in diffusers' module names (split q/k/v, proj_mlp, (scale, shift) final modulation)
+    merged into our fused layout equals merging it into the diffusers-layout weights and converting."""
+    from videoforge.models.convert import dit_diffusers_to_official, dit_official_to_diffusers
+
+    torch.manual_seed(0)
+    cfg = preset("tiny").dit
+    model = build_dit(cfg)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    diffusers_sd = dit_official_to_diffusers(base)
+    modules = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k",  # no to_v: that part stays
+               "transformer_blocks.1.attn.add_v_proj", "transformer_blocks.1.attn.to_out.0", "transformer_blocks.0.ff.net.0.proj",
+               "single_transformer_blocks.0.attn.to_q", "single_transformer_blocks.0.attn.to_k",
+               "single_transformer_blocks.0.attn.to_v", "single_transformer_blocks.0.proj_mlp",
+               "single_transformer_blocks.1.proj_out", "context_embedder.token_refiner.refiner_blocks.0.attn.to_v",
+               "norm_out.linear"]
+    rank, alpha, lora = 4, 8.0, {}
+    g = torch.Generator().manual_seed(1)
+    for m in modules:
+        out_f, in_f = diffusers_sd[m + ".weight"].shape
+        a, b = torch.randn(rank, in_f, generator=g) * 0.1, torch.randn(out_f, rank, generator=g) * 0.1
+        lora[f"transformer.{m}.lora_A.weight"], lora[f"transformer.{m}.lora_B.weight"] = a, b
+        diffusers_sd[m + ".weight"] = diffusers_sd[m + ".weight"] + alpha / rank * b @ a
+    save_file(lora, str(tmp_path / "diffusers.safetensors"), metadata={"rank": str(rank), "alpha": str(alpha)})
+
+    report = merge_lora(model, tmp_path / "diffusers.safetensors")
+    assert not report.unmatched
+    assert report.pairs["double_blocks.0.img_attn_qkv"].down.shape[0] == 2 * rank  # q and k side by side
+    assert report.pairs["single_blocks.0.linear1"].down.shape[0] == 4 * rank
+    expected = dit_diffusers_to_official(diffusers_sd)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, expected[k], msg=k)
+
+    # unmerged: mixed ranks (fused 2r, 4r beside r) load as peft adapters with the same output
+    attached = build_dit(cfg)
+    attached.load_state_dict(base)
+    attach_lora(attached, tmp_path / "diffusers.safetensors")
+    x = inputs(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(attached(*x), model(*x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_linear_given_in_both_layouts_is_reported(tmp_path):
+    model = build_dit(preset("tiny").dit)
+    a, b = torch.zeros(4, 128), torch.zeros(384, 4)
+    state = {"transformer.double_blocks.0.img_attn_qkv.lora_A.weight": a, "transformer.double_blocks.0.img_attn_qkv.lora_B.weight": b,
+             "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": a.clone(), "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": b[:128].clone()}
+    save_file(state, str(tmp_path / "both.safetensors"))
+    report = read_lora(tmp_path / "both.safetensors", model)
+    assert list(report.pairs) == ["double_blocks.0.img_attn_qkv"]
+    assert sorted(report.unmatched) == ["transformer.transformer_blocks.0.attn.to_q.lora_A.weight",
+                                       "transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]

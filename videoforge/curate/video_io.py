@@ -33,8 +33,9 @@ def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 class VideoDecoder:
     """An open video: metadata on construction, then analysis frames in chunks (`read`), each
-    resized inside FFmpeg (`max_side=None`: at the source size). Raises `ValueError` with a specific reason for inputs that hold no
-    decodable video. Use as a context manager or call `close`."""
+    resized inside FFmpeg (`max_side=None`: at the source size). Raises `ValueError` with a
+    specific reason for inputs that hold no decodable video. Use as a context manager or call
+    `close`."""
 
     def __init__(self, source: str, max_side: int | None, max_frames: int | None = None) -> None:
         self.container = av.open(source)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import cv2
@@ -37,7 +38,7 @@ class VideoDecoder:
     specific reason for inputs that hold no decodable video. Use as a context manager or call
     `close`."""
 
-    def __init__(self, source: str, max_side: int | None, max_frames: int | None = None) -> None:
+    def __init__(self, source: str | BinaryIO, max_side: int | None, max_frames: int | None = None) -> None:
         self.container = av.open(source)
         try:
             if not self.container.streams.video:
@@ -95,7 +96,7 @@ class DecodedVideo:
     codec: str
 
 
-def decode_video(source: str, max_side: int | None, max_frames: int | None = None) -> DecodedVideo:
+def decode_video(source: str | BinaryIO, max_side: int | None, max_frames: int | None = None) -> DecodedVideo:
     """Probe and decode a whole video (or its first `max_frames`) to the analysis size (the
     source size for `max_side=None`)."""
     with VideoDecoder(source, max_side, max_frames) as decoder:

@@ -21,11 +21,11 @@ import io
 import math
 from dataclasses import dataclass, field
 
-import av
 import cv2
 import numpy as np
 
 from videoforge.annotate.camera_motion import LABELS as CAMERA_MOTION_LABELS
+from videoforge.curate.video_io import decode_video
 from videoforge.pipelines.video_io import write_mp4
 
 TEXTURE_KINDS: tuple[str, ...] = ("noise", "blobs", "checker", "stripes", "cells", "bricks", "dots")
@@ -214,9 +214,7 @@ def h264_round_trip(frames: np.ndarray, fps: float, crf: int = 23) -> np.ndarray
     buf = io.BytesIO()
     write_mp4(frames, buf, fps, crf, preset="veryfast")
     buf.seek(0)
-    with av.open(buf, mode="r") as inp:
-        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
-    return np.stack(decoded)
+    return decode_video(buf, max_side=None).frames
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,13 +107,14 @@ def _module_for(stem: str, linears: dict[str, str]) -> str | None:
     return best[1] if best else None
 
 
+def _peft_names(stem: str) -> list[str]:
+    """A PEFT key stem as it is and without each wrapper prefix it starts with."""
+    return [stem] + [stem[len(p):] for p in PEFT_PREFIXES if stem.startswith(p)]
+
+
 def _in_our_layout(stem: str) -> OfficialPart | None:
     """Where a PEFT key stem in diffusers' module names lives in our layout; None if it is not one."""
-    for name in [stem] + [stem[len(p):] for p in PEFT_PREFIXES if stem.startswith(p)]:
-        place = official_part(name)
-        if place is not None:
-            return place
-    return None
+    return next((place for name in _peft_names(stem) if (place := official_part(name)) is not None), None)
 
 
 def _fuse_parts(module: str, weight_shape: tuple[int, ...], parts: int, pieces: dict[int, LoRAPair]) -> LoRAPair:
@@ -159,10 +160,7 @@ def read_lora(path: str | Path, model: nn.Module) -> LoRAMatch:
     for stem, parts in groups.items():
         keys = [stem + s if s != "?" else stem for s in parts]
         if ".lora_A.weight" in parts and ".lora_B.weight" in parts:
-            name = stem
-            for p in PEFT_PREFIXES:
-                if name.startswith(p) and name[len(p):] in linears:
-                    name = name[len(p):]
+            name = next((n for n in _peft_names(stem) if n in linears), stem)
             pair = LoRAPair(parts[".lora_A.weight"], parts[".lora_B.weight"], peft_alpha)
             place = _in_our_layout(stem) if name not in linears else None
             if place is None:
@@ -215,10 +213,9 @@ def merge_lora(model: nn.Module, path: str | Path, scale: float = 1.0, strict: b
     if not match.pairs:
         raise ValueError(f"{Path(path).name}: no LoRA pair matches the model")
     modules = dict(model.named_modules())
-    with torch.no_grad():
-        for name, pair in match.pairs.items():
-            w = modules[name].weight
-            w += (scale * pair.delta).to(device=w.device, dtype=w.dtype)  # the file is read to the CPU
+    for name, pair in match.pairs.items():
+        w = modules[name].weight
+        w += (scale * pair.delta).to(device=w.device, dtype=w.dtype)  # the file is read to the CPU
     return match
 
 

@@ -8,7 +8,9 @@ fitted scaling factor: see `vae_loss.scaling_batches`).
 
 For small models from scratch on sparse synthetic data (configs/shapes-vae.yaml): train on the
 posterior mean (`sample_posterior: false`, a fixed small variance from `init_logvar`), weight
-object pixels up (`foreground_weight`), and afterwards fine-tune the decoder alone
+object pixels up (`foreground_weight`), let the decoder read the codes through noise scaled to
+their spread (`latent_noise`, so what must be told apart stays apart in latent space), and
+afterwards fine-tune the decoder alone
 (`train_encoder: false`), which leaves the latents, and so any cache or DiT built on them, as is.
 """
 
@@ -78,6 +80,8 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
             with torch.set_grad_enabled(w.train_encoder):
                 post = vae.encode(pixels)
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean) if w.sample_posterior else post.mean
+            if w.latent_noise > 0:
+                z = z + w.latent_noise * post.mean.detach().std() * torch.randn(z.shape, generator=g).to(z)
             recon = vae.decode(z)
     finally:
         vae.disable_tiling()

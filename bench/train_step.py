@@ -5,7 +5,9 @@ MFU = model FLOPs per step / step time / peak. Model FLOPs are counted once per 
 torch's FlopCounterMode on a plain forward + backward (so recomputation under activation
 checkpointing is *not* credited: it shows up as lower MFU, as it should). The peak is measured
 here: the best float32 matmul rate of this machine over a few sizes. Tokens are the video
-latent tokens of the batch. Prints a table and the AC/no-AC time ratios.
+latent tokens of the batch. Prints a table, the AC/no-AC time ratios, and the time ratio of a
+tiny batch whose text is padded from 11 to 48 positions against the 11-position batch (~1.0: the
+forward drops padding shared by the whole batch).
 Run: `.venv/bin/python bench/train_step.py [--repeats N] [--threads N]`.
 """
 
@@ -49,15 +51,19 @@ def matmul_peak_flops(seconds: float = 1.0) -> float:
     return best
 
 
-def make_step(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int, ac: bool):
+def make_step(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int, ac: bool, real_text: int | None = None):
+    """A training step's closure; with `real_text`, only the first that many text positions are
+    valid and the rest padding."""
     torch.manual_seed(0)
     model = build_dit(cfg)
     if ac:
         apply_activation_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, *latent)
+    mask = torch.ones(batch, text, dtype=torch.long)
+    mask[:, real_text:] = 0
     inputs = (x, torch.rand(batch) * 1000, torch.randn(batch, text, cfg.text_states_dim),
-              torch.ones(batch, text, dtype=torch.long), torch.randn(batch, cfg.text_states_dim_2),
+              mask, torch.randn(batch, cfg.text_states_dim_2),
               torch.full((batch,), 6000.0))
     target = torch.randn_like(x)
 
@@ -96,6 +102,12 @@ def main() -> None:
             print(f"{name:<8}{'on' if ac else 'off':<5}{params / 1e6:>9.2f}M{tokens:>8}{s:>9.3f}{tokens / s:>10.0f}"
                   f"{flops / 1e9:>12.2f}{flops / s / peak:>8.1%}")
         print(f"{name}: activation checkpointing costs {times['ac=True'] / times['ac=False']:.2f}x step time")
+    # The tiny model pads text to 48 positions and its prompts have ~11 tokens: the forward drops
+    # positions that are padding in every row, so the padded batch should cost what the short one does.
+    cfg, batch, latent, _ = CONFIGS["tiny"]
+    padded, short = (make_step(cfg, batch, latent, text, ac=False, real_text=11)[3] for text in (48, 11))
+    times = median_seconds({"padded": padded, "short": short}, repeats=args.repeats, warmup=1)
+    print(f"tiny: text padded from 11 to 48 positions costs {times['padded'] / times['short']:.2f}x step time")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,19 @@ def test_padded_text_tokens_do_not_change_the_output(model):
     assert not torch.allclose(out[1], out3[1])
 
 
+def test_text_padded_past_the_longest_prompt_changes_nothing(model):
+    x, t, txt, mask, pooled, g = inputs(model.config)  # row 0 uses all 5 positions, row 1 two
+    tail = 7  # positions that are padding in every row: the forward drops them
+    long_txt = torch.cat([txt, torch.randn(2, tail, txt.shape[-1]) * 10], 1)
+    long_mask = torch.cat([mask, torch.zeros(2, tail, dtype=mask.dtype)], 1)
+    with torch.no_grad():
+        out = model(x, t, txt, mask, pooled, g)
+        torch.testing.assert_close(model(x, t, long_txt, long_mask, pooled, g), out, rtol=1e-5, atol=1e-5)
+        # row 1 alone keeps two positions; with row 0's prompt beside it, it gets the same answer
+        torch.testing.assert_close(model(x[1:], t[1:], long_txt[1:], long_mask[1:], pooled[1:], g[1:]), out[1:],
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_token_replace_modulates_first_frame_with_time_zero():
     torch.manual_seed(0)
     t2v = build_dit(small_config()).eval()

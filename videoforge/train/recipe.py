@@ -104,6 +104,11 @@ class FlowSection:
     logit_std: float = 1.0
     shift: float = 1.0
     guidance_range: tuple[float, float] = (1.0, 6.0)  # embedded-guidance values fed during training
+    # Extra weight on latent pixels that differ from their frame's border (1 + this, the rest 1;
+    # max |difference| over channels above foreground_threshold, in scaled latent units), as
+    # vae_loss.foreground_weight does on pixels. For sparse objects on plain backgrounds. 0: off.
+    foreground_weight: float = 0.0
+    foreground_threshold: float = 0.5
 
 
 @dataclass
@@ -148,12 +153,6 @@ class VAELossSection:
     # e.g. -6 (std 0.05). With sample_posterior false and kl 0 they get no gradient, so the
     # posterior keeps that fixed, small variance. None: the default init.
     init_logvar: float | None = None
-    # Gaussian noise, in standard deviations of the batch's latents, added to what the decoder
-    # reads. The decoder must then tell codes apart only by gaps wider than that, so the encoder
-    # keeps such gaps between what matters: without it the shapes VAE put orange 3.4 (scaled
-    # units, a whole 64x64 image) from yellow, and the DiT's small errors flipped one to the other.
-    # Relative to the latents' own spread, so scaling the codes up does not escape it. 0: off.
-    latent_noise: float = 0.0
     # A run from model.init: first move every causal conv's temporal taps onto the newest frame
     # (models.vae.concentrate_temporal_taps). Images decode exactly as before; a clip's latent k
     # becomes an image code of frame 4k, so an image-trained VAE starts with motion in its latents.

@@ -8,9 +8,7 @@ fitted scaling factor: see `vae_loss.scaling_batches`).
 
 For small models from scratch on sparse synthetic data (configs/shapes-vae.yaml): train on the
 posterior mean (`sample_posterior: false`, a fixed small variance from `init_logvar`), weight
-object pixels up (`foreground_weight`), let the decoder read the codes through noise scaled to
-their spread (`latent_noise`, so what must be told apart stays apart in latent space), and
-afterwards fine-tune the decoder alone
+object pixels up (`foreground_weight`), and afterwards fine-tune the decoder alone
 (`train_encoder: false`), which leaves the latents, and so any cache or DiT built on them, as is.
 """
 
@@ -31,7 +29,7 @@ from videoforge.train.buckets import BucketSampler, LatentGeometry
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.datasets import load_items, load_pixels, select_tiers
 from videoforge.train.ema import EMA
-from videoforge.train.losses import LPIPS, PatchDiscriminator3D, generator_adv_loss, hinge_d_loss, video_lpips
+from videoforge.train.losses import LPIPS, PatchDiscriminator3D, foreground_mask, generator_adv_loss, hinge_d_loss, video_lpips
 from videoforge.train.recipe import Recipe
 from videoforge.train.sources import vae_config
 from videoforge.train.trainer import RunOptions
@@ -59,14 +57,6 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
     return vae
 
 
-def foreground_mask(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """[B, 1, F, H, W] 1.0 where a pixel differs (max over RGB, [-1, 1] units) from its frame's
-    border colour (the per-channel median of the outer ring), else 0.0."""
-    ring = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)  # [B, 3, F, 2H+2W]
-    border = ring.median(dim=-1).values[..., None, None]
-    return ((video - border).abs().amax(dim=1, keepdim=True) > threshold).float()
-
-
 def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) -> dict[str, float]:
     w = recipe.vae_loss
     g = seeding.torch_generator(recipe.run.seed, step, -1, seeding.NOISE)
@@ -80,8 +70,6 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
             with torch.set_grad_enabled(w.train_encoder):
                 post = vae.encode(pixels)
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean) if w.sample_posterior else post.mean
-            if w.latent_noise > 0:
-                z = z + w.latent_noise * post.mean.detach().std() * torch.randn(z.shape, generator=g).to(z)
             recon = vae.decode(z)
     finally:
         vae.disable_tiling()

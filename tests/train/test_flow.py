@@ -37,15 +37,3 @@ def test_loss_is_mean_squared_velocity_error():
     torch.testing.assert_close(flow.per_sample_loss(pred, target), torch.tensor([4.0, 4.0]))
     with pytest.raises(ValueError, match="shape"):
         flow.per_sample_loss(pred[:, :2], target)
-
-
-def test_weighted_loss_is_a_weighted_mean_per_sample():
-    target = torch.zeros(2, 3, 4)
-    pred = target.clone()
-    pred[:, :, 0] = 2.0  # error 4 on a quarter of the positions
-    weight = torch.ones(2, 1, 4)
-    weight[0, :, 0] = 5.0  # sample 0 weighs the erring positions 5x
-    # sample 0: (5 * 4) / (5 + 1 + 1 + 1) per position row; sample 1: unweighted, 4 / 4
-    torch.testing.assert_close(flow.per_sample_loss(pred, target, weight), torch.tensor([20 / 8, 1.0]))
-    torch.testing.assert_close(flow.per_sample_loss(pred, target, torch.full((2, 1, 4), 3.0)),
-                               flow.per_sample_loss(pred, target))

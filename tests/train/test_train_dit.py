@@ -226,35 +226,3 @@ def test_image_to_video_training_runs(cache, tiny_recipe, tmp_path, cond_type, c
     from videoforge.models import load_dit
 
     assert load_dit(tmp_path / "final").config.i2v_condition_type == cond_type
-
-
-@torch.no_grad()
-def test_foreground_weight_reweights_the_latents_that_differ_from_the_border(cache, tiny_recipe, monkeypatch):
-    from videoforge.diffusion import flow
-    from videoforge.train.losses import foreground_mask
-
-    r = recipe_from_dict(tiny_recipe(1))
-    model = build_model(r).eval()
-    src = CachedSource(cache, seed=r.run.seed, caption_dropout=0.0)
-    bucket, items = make_sampler(src, r, 0, ParallelDims()).batch_at(0)
-    ids = list(range(len(items)))
-    batch = src.batch(bucket, items, ids, 0)
-    weights = []
-    per_sample_loss = flow.per_sample_loss
-
-    def recording_loss(pred, target, weight=None):
-        weights.append(weight)
-        return per_sample_loss(pred, target, weight)
-
-    monkeypatch.setattr(flow, "per_sample_loss", recording_loss)
-
-    def loss(weight: float) -> torch.Tensor:
-        r.flow.foreground_weight, r.flow.foreground_threshold = weight, 0.5
-        return local_loss(model, batch, r, 0, ids, 1.0, torch.device("cpu"))[1]
-
-    objects = foreground_mask(batch.latents, 0.5)
-    assert 0.0 < objects.mean().item() < 1.0  # the squares stand out of their background in latent space too
-    plain, weighted = loss(0.0), loss(4.0)
-    assert weights[0] is None
-    torch.testing.assert_close(weights[1], 1.0 + 4.0 * objects)
-    assert weighted.item() != plain.item()

@@ -102,7 +102,7 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
 
 
 def test_foreground_mask_marks_what_differs_from_the_border():
-    from videoforge.train.losses import foreground_mask
+    from videoforge.train.vae_trainer import foreground_mask
 
     video = torch.full((2, 3, 3, 16, 16), -0.5)
     video[0, 0, :, 4:8, 5:9] = 0.9  # a red square on frame 0..2 of the first clip

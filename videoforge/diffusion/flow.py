@@ -55,16 +55,11 @@ def sample_logit_normal_timesteps(
     return shift_sigmas(torch.sigmoid(u), shift)
 
 
-def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared velocity error of each sample, [B], computed in float32. `weight` (broadcastable
-    to pred, positive) makes it a weighted mean, normalised by each sample's mean weight."""
+def per_sample_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared velocity error of each sample, [B], computed in float32."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-    err = (pred.float() - target.float()).pow(2)
-    if weight is None:
-        return err.flatten(1).mean(dim=1)
-    weight = weight.float().expand_as(err)
-    return (err * weight).flatten(1).mean(dim=1) / weight.flatten(1).mean(dim=1)
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
 def flow_matching_loss(pred: torch.Tensor, x_data: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

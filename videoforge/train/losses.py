@@ -1,6 +1,5 @@
 """The VAE trainer's losses: LPIPS (our own module), a 3D patch discriminator, and the total
-L1 + w_lpips * LPIPS + w_adv * adversarial + w_kl * KL; and the foreground mask that both trainers'
-foreground weights use.
+L1 + w_lpips * LPIPS + w_adv * adversarial + w_kl * KL.
 
 LPIPS is VGG16's conv features at five depths, unit-normalised per channel, squared
 differences weighted by learned 1x1 "linear heads", averaged over space and summed over
@@ -107,11 +106,3 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 
 def generator_adv_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
-
-
-def foreground_mask(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """[B, 1, F, H, W] 1.0 where a pixel differs (max over channels: RGB in [-1, 1], or latent
-    channels) from its frame's border colour (the per-channel median of the outer ring), else 0.0."""
-    ring = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)  # [B, C, F, 2H+2W]
-    border = ring.median(dim=-1).values[..., None, None]
-    return ((video - border).abs().amax(dim=1, keepdim=True) > threshold).float()

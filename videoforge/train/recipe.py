@@ -104,11 +104,6 @@ class FlowSection:
     logit_std: float = 1.0
     shift: float = 1.0
     guidance_range: tuple[float, float] = (1.0, 6.0)  # embedded-guidance values fed during training
-    # Extra weight on latent pixels that differ from their frame's border (1 + this, the rest 1;
-    # max |difference| over channels above foreground_threshold, in scaled latent units), as
-    # vae_loss.foreground_weight does on pixels. For sparse objects on plain backgrounds. 0: off.
-    foreground_weight: float = 0.0
-    foreground_threshold: float = 0.5
 
 
 @dataclass

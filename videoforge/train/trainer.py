@@ -32,7 +32,6 @@ from videoforge.train.buckets import BucketSampler, LatentGeometry
 from videoforge.train.datasets import select_tiers
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.ema import EMA
-from videoforge.train.losses import foreground_mask
 from videoforge.train.parallelize import ParallelDims, parallelize_dit, setup_distributed
 from videoforge.train.recipe import Recipe, StageSection, config_with_overrides
 from videoforge.train.sources import ConditionedBatch, Source, build_text_encoder, build_vae, vae_config
@@ -174,10 +173,7 @@ def local_loss(model: nn.Module, batch: ConditionedBatch, recipe: Recipe, step: 
     )
     with autocast:
         pred = model(xt, flow.TIME_SCALE * sigma, text.states, text.mask, text.pooled, flow.TIME_SCALE * guidance)
-    weight = None
-    if f.foreground_weight > 0:
-        weight = 1.0 + f.foreground_weight * foreground_mask(x0, f.foreground_threshold)[:, :, f0:]
-    per = flow.per_sample_loss(pred[:, :, f0:], flow.velocity_target(x0, noise)[:, :, f0:], weight)
+    per = flow.per_sample_loss(pred[:, :, f0:], flow.velocity_target(x0, noise)[:, :, f0:])
     return per.sum() * scale, per.detach().sum()
 
 

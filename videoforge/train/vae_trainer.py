@@ -29,7 +29,7 @@ from videoforge.train.buckets import BucketSampler, LatentGeometry
 from videoforge.train.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from videoforge.train.datasets import load_items, load_pixels, select_tiers
 from videoforge.train.ema import EMA
-from videoforge.train.losses import LPIPS, PatchDiscriminator3D, foreground_mask, generator_adv_loss, hinge_d_loss, video_lpips
+from videoforge.train.losses import LPIPS, PatchDiscriminator3D, generator_adv_loss, hinge_d_loss, video_lpips
 from videoforge.train.recipe import Recipe
 from videoforge.train.sources import vae_config
 from videoforge.train.trainer import RunOptions
@@ -55,6 +55,14 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
             vae.quant_conv.weight[c:] = 0.0
             vae.quant_conv.bias[c:] = recipe.vae_loss.init_logvar
     return vae
+
+
+def foreground_mask(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """[B, 1, F, H, W] 1.0 where a pixel differs (max over RGB, [-1, 1] units) from its frame's
+    border colour (the per-channel median of the outer ring), else 0.0."""
+    ring = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)  # [B, 3, F, 2H+2W]
+    border = ring.median(dim=-1).values[..., None, None]
+    return ((video - border).abs().amax(dim=1, keepdim=True) > threshold).float()
 
 
 def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) -> dict[str, float]:

@@ -9,7 +9,8 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import EvalResult, eval_prompts, format_report, summarise, vae_psnr, vae_round_trip
+from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, summarise, vae_colour_separation, vae_psnr,
+                                          vae_round_trip)
 from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM encoder comes from its package, never the hub
@@ -84,24 +85,45 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert text.strip() == format_report(report)
     assert "all_three" in text and f"{len(HOLDOUT) + 1} prompts ({len(HOLDOUT)} held-out)" in text
     assert "VAE reconstruction PSNR" in text
+    assert len(report["vae_colour_separation"]["pairs"]) == len(COLOURS) * (len(COLOURS) - 1) // 2
+    assert "VAE colour separation: closest pair" in text
+
+
+class Identity(torch.nn.Module):
+    """A "VAE" whose latents are the pixels."""
+
+    config = VAEConfig(scaling_factor=1.0)
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return type("Posterior", (), {"mode": lambda self: x})()
+
+    def decode(self, z):
+        return z
 
 
 def test_vae_psnr_is_perfect_for_an_identity_vae():
-    class Identity(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.Parameter(torch.zeros(1))
-
-        def encode(self, x):
-            return type("Posterior", (), {"mode": lambda self: x})()
-
-        def decode(self, z):
-            return z
-
     assert vae_psnr(Identity(), 2, 32, 32, 5) > 60
     trip = vae_round_trip(Identity(), 6, 64, 64, 17)
     # an exact round trip scores as the renders do (the scorer is right on rendered ground truth)
     assert trip["scored"] >= 1 and trip["accuracy"] == {"colour": 1.0, "shape": 1.0, "motion": 1.0, "all_three": 1.0}
+
+
+def test_colour_separation_of_pixel_latents_follows_the_palette_distances():
+    import itertools
+
+    import numpy as np
+
+    sep = vae_colour_separation(Identity(), 64, 64)
+    # the same circle in two colours: the latents differ by the colour difference times its coverage
+    rgb = {name: np.array(value, float) for name, value in COLOURS.items()}
+    ratios = [sep["pairs"][f"{a}/{b}"] / np.linalg.norm(rgb[a] - rgb[b]) for a, b in itertools.combinations(COLOURS, 2)]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
+    closest = min(itertools.combinations(COLOURS, 2), key=lambda p: np.linalg.norm(rgb[p[0]] - rgb[p[1]]))
+    assert sep["closest"] == "/".join(closest) and sep["distance"] == min(sep["pairs"].values())
 
 
 def test_eval_cli_errors(tmp_path, capsys):

@@ -28,7 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, render, sample_scene, with_article
+from videoforge.synthetic.shapes import (COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, SceneSpec, ShapeSpec, render, sample_scene,
+                                         with_article)
 
 FOREGROUND_DISTANCE = 40.0  # RGB distance from the background that counts as foreground
 MIN_AREA_FRACTION = 0.002  # smaller components are noise
@@ -256,6 +257,29 @@ def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_fram
     return {"psnr_db": float(np.mean(values)), "accuracy": accuracy, "scored": scored}
 
 
+def vae_colour_separation(vae: Any, height: int, width: int) -> dict[str, Any]:
+    """How far apart the VAE keeps the palette colours: the L2 distance between the scaled latents
+    (posterior mode * scaling factor, the DiT's units) of one still circle in each colour, same
+    place and size, on black. A DiT learns a colour from text only as fast as its latent stands
+    apart: with orange 3.4 from yellow, DiTs drew one for the other about half the time, while on
+    a VAE that kept them 11 apart the same DiT recipe drew 18/18 of each (image-only, 3,000 steps)."""
+    import itertools
+
+    import torch
+
+    radius = float(np.mean(SceneConfig().radius)) * min(height, width)
+    centre = (width / 2, height / 2)
+    images = [render(SceneSpec(width, height, 1, "black", (ShapeSpec("circle", c, "still", centre, centre, (radius, radius)),)))
+              for c in _PALETTE_NAMES]
+    x = torch.from_numpy(np.stack(images)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+    param = next(vae.parameters())
+    with torch.no_grad():
+        z = vae.encode(x.to(param.device, param.dtype)).mode().float().cpu() * vae.config.scaling_factor
+    pairs = {f"{a}/{b}": float((z[i] - z[j]).norm()) for (i, a), (j, b) in itertools.combinations(enumerate(_PALETTE_NAMES), 2)}
+    closest = min(pairs, key=pairs.get)
+    return {"closest": closest, "distance": pairs[closest], "pairs": pairs}
+
+
 def vae_psnr(vae: Any, num_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> float:
     """Mean PSNR (dB, uint8 frames) of encode -> decode (posterior mode) over fresh renders."""
     return vae_round_trip(vae, num_samples, height, width, num_frames, seed)["psnr_db"]
@@ -319,12 +343,14 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
                                       asdict(found[0]) if found else {}, path))
     with torch.no_grad():
         trip = vae_round_trip(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
+    separation = vae_colour_separation(pipe.vae, d.height, d.width)
     report = {
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
         "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
         "vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
-        "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "results": [asdict(r) for r in results],
+        "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "vae_colour_separation": separation,
+        "results": [asdict(r) for r in results],
     }  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -348,4 +374,8 @@ def format_report(report: dict[str, Any]) -> str:
     if ceiling:
         lines.append("scorer on VAE round trips (the most this VAE allows): "
                      + ", ".join(f"{k} {v:.0%}" for k, v in ceiling.items()))
+    separation = report.get("vae_colour_separation")
+    if separation:
+        lines.append(f"VAE colour separation: closest pair {separation['closest']} at {separation['distance']:.1f} "
+                     "(scaled-latent L2 between one circle in each colour)")
     return "\n".join(lines)

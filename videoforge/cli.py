@@ -321,7 +321,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Generate a video for each of a fixed set of plain-language prompts (\"a red circle moving to "
         "the right\"), including colour/shape/motion combinations held out of `synth` datasets, score colour, "
         "shape and motion direction on the frames with classical vision, and measure the VAE's reconstruction "
-        "PSNR on fresh renders. --check-scorer instead measures the scorer itself on rendered ground truth.",
+        "PSNR on fresh renders and how far apart it keeps the palette colours in latent space (a DiT confuses "
+        "colours that sit close). --check-scorer instead measures the scorer itself on rendered ground truth.",
     )
     s.add_argument("--model-dir", help="model folder (default: the bundled tiny model)")
     s.add_argument("--out", metavar="DIR", help="write report.json and the generated videos here")

@@ -13,7 +13,8 @@ The scorer knows nothing of the renderer's internals; it looks at pixels only:
 
 `evaluate_model` generates a video per prompt of `eval_prompts` (held-out combinations included)
 with the text-to-video pipeline, scores them, and measures the VAE's reconstruction PSNR on fresh
-renders and the scorer's accuracy on those reconstructions (the ceiling the VAE puts on the DiT).
+renders, the scorer's accuracy on those reconstructions (the ceiling the VAE puts on the DiT), and
+how far apart the VAE keeps the palette colours in latent space (`vae_colour_separation`).
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def make_step(cfg: DiTConfig, batch: int, latent: tuple[int, ...], text: int, ac
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, *latent)
     mask = torch.ones(batch, text, dtype=torch.long)
-    mask[:, real_text:] = 0
+    if real_text is not None:
+        mask[:, real_text:] = 0
     inputs = (x, torch.rand(batch) * 1000, torch.randn(batch, text, cfg.text_states_dim),
               mask, torch.randn(batch, cfg.text_states_dim_2),
               torch.full((batch,), 6000.0))

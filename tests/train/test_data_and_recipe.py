@@ -96,6 +96,19 @@ def test_recipe_errors_name_the_key(tmp_path):
     assert r.lr_at(0) == pytest.approx(0.1) and r.lr_at(9) == pytest.approx(0.5)
 
 
+def test_recipe_numbers_are_checked_where_they_are_read(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("vae_loss:\n  kl: 1e-3\n  sample_posterior: true\nstages:\n  - steps: 5\n    lr: 2\n")
+    r = load_recipe(path)  # YAML 1.1 reads `1e-3` as a string; a float field takes it as the number
+    assert r.vae_loss.kl == 1e-3 and isinstance(r.stages[0].lr, float)
+    with pytest.raises(ValueError, match="vae_loss.kl: expected float, got 'small'"):
+        recipe_from_dict({"vae_loss": {"kl": "small"}})
+    with pytest.raises(ValueError, match="stages\\[0\\].steps: expected int, got 2.5"):
+        recipe_from_dict({"stages": [{"steps": 2.5}]})
+    with pytest.raises(ValueError, match="sample_posterior: expected bool, got 'yes please'"):
+        recipe_from_dict({"vae_loss": {"sample_posterior": "yes please"}})
+
+
 def test_stage_lr_decays_linearly_to_lr_end():
     r = recipe_from_dict({"stages": [{"steps": 4, "lr": 1.0}, {"steps": 10, "lr": 1.0, "lr_end": 0.0}]})
     assert [r.lr_at(s) for s in (0, 3)] == [1.0, 1.0]  # first stage: constant

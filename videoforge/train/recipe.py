@@ -239,6 +239,27 @@ def config_with_overrides(base: T, overrides: dict[str, Any], where: str) -> T:
     return type(base).from_dict({**d, **overrides})
 
 
+def _scalar(value: Any, annotation: str, where: str) -> Any:
+    """`value` checked against a scalar field's annotation ("float", "int | None", ...). YAML 1.1
+    reads `1e-3` (no dot) as a string, so a float field takes a string that parses as a number."""
+    kinds = annotation.replace(" ", "").split("|")
+    if value is None and "None" in kinds or kinds[0] not in ("float", "int", "bool"):
+        return value
+    kind = kinds[0]
+    if kind == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind == "bool" and isinstance(value, bool):
+        return value
+    raise ValueError(f"{where}: expected {annotation}, got {value!r}")
+
+
 def _build(cls: type[T], data: Any, where: str) -> T:
     if data is None:
         return cls()
@@ -252,7 +273,7 @@ def _build(cls: type[T], data: Any, where: str) -> T:
     for k, v in data.items():
         if isinstance(names[k].default, tuple) and isinstance(v, list):
             v = tuple(v)
-        kwargs[k] = v
+        kwargs[k] = _scalar(v, str(names[k].type), f"{where}.{k}")
     try:
         return cls(**kwargs)
     except TypeError as e:

@@ -320,7 +320,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "shapes", help="colour/shape/motion accuracy of generated videos, and the VAE's reconstruction PSNR",
         description="Generate a video for each of a fixed set of plain-language prompts (\"a red circle moving to "
         "the right\"), including colour/shape/motion combinations held out of `synth` datasets, score colour, "
-        "shape and motion direction on the frames with classical vision, and measure the VAE's reconstruction "
+        "shape and motion direction on the frames with classical vision (per attribute, and per asked value with "
+        "what the misses were read as), and measure the VAE's reconstruction "
         "PSNR on fresh renders and how far apart it keeps the palette colours in latent space (a DiT confuses "
         "colours that sit close). --check-scorer instead measures the scorer itself on rendered ground truth.",
     )

@@ -9,7 +9,7 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, summarise, vae_colour_separation, vae_psnr,
+from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, summarise, vae_colour_separation, vae_psnr,
                                           vae_round_trip)
 from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
 
@@ -54,6 +54,9 @@ def test_summarise_counts_each_attribute():
     table = summarise(r)
     assert table["colour"] == {"all": 2 / 3, "in_distribution": 1.0, "held_out": 0.5}
     assert table["shape"]["held_out"] == 0.0 and table["all_three"]["all"] == 1 / 3
+    reads = misreads(r)
+    assert reads["colour"] == {"red": {"asked": 2, "right": 2, "read_as": {}}, "blue": {"asked": 1, "right": 0, "read_as": {"none": 1}}}
+    assert reads["shape"]["star"] == {"asked": 3, "right": 1, "read_as": {"circle": 1, "none": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,8 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert "VAE reconstruction PSNR" in text
     assert len(report["vae_colour_separation"]["pairs"]) == len(COLOURS) * (len(COLOURS) - 1) // 2
     assert "VAE colour separation: closest pair" in text
+    asked = sum(row["asked"] for row in report["misreads"]["colour"].values())
+    assert asked == len(report["results"]) and "per colour: " in text and "per motion: " in text
 
 
 class Identity(torch.nn.Module):

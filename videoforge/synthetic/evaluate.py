@@ -12,7 +12,8 @@ The scorer knows nothing of the renderer's internals; it looks at pixels only:
   and size change are compared, each relative to its own threshold.
 
 `evaluate_model` generates a video per prompt of `eval_prompts` (held-out combinations included)
-with the text-to-video pipeline, scores them, and measures the VAE's reconstruction PSNR on fresh
+with the text-to-video pipeline, scores them (per attribute, and per asked value with what each
+miss was read as: `misreads`), and measures the VAE's reconstruction PSNR on fresh
 renders, the scorer's accuracy on those reconstructions (the ceiling the VAE puts on the DiT), and
 how far apart the VAE keeps the palette colours in latent space (`vae_colour_separation`).
 """
@@ -311,6 +312,24 @@ def summarise(results: list[EvalResult]) -> dict[str, dict[str, float]]:
     return table
 
 
+def misreads(results: list[EvalResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per attribute and asked value: prompts, hits, and what the misses were read as ("none" where
+    no object was found), e.g. {"colour": {"orange": {"asked": 18, "right": 8, "read_as": {"yellow": 10}}}}."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for attr in ("colour", "shape", "motion"):
+        rows = table.setdefault(attr, {})
+        for r in results:
+            asked, got = r.expected[attr], r.found.get(attr, "none")
+            row = rows.setdefault(asked, {"asked": 0, "right": 0, "read_as": {}})
+            row["asked"] += 1
+            if got == asked:
+                row["right"] += 1
+            else:
+                row["read_as"][got] = row["read_as"].get(got, 0) + 1
+    order = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS)}
+    return {attr: dict(sorted(rows.items(), key=lambda kv: order[attr].index(kv[0]))) for attr, rows in table.items()}
+
+
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
                    cfg_scale: float | None = None, flow_shift: float | None = None, batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
@@ -349,6 +368,7 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
         "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
+        "misreads": misreads(results),
         "vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
         "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "vae_colour_separation": separation,
         "results": [asdict(r) for r in results],
@@ -369,6 +389,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{n} prompts ({sum(r['held_out'] for r in report['results'])} held-out), "
                  f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps, "
                  f"cfg {report.get('cfg_scale', 1.0)}, shift {report.get('flow_shift')}")
+    for attr, rows in report.get("misreads", {}).items():
+        cells = []
+        for value, row in rows.items():
+            misses = ", ".join(f"{k} {n}" for k, n in sorted(row["read_as"].items(), key=lambda kv: -kv[1]))
+            cells.append(f"{value} {row['right']}/{row['asked']}" + (f" (read as {misses})" if misses else ""))
+        lines.append(f"per {attr}: " + "; ".join(cells))
     if report["vae_psnr_db"] is not None:
         lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
     ceiling = report.get("vae_round_trip_accuracy")

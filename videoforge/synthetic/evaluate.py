@@ -326,7 +326,7 @@ def misreads(results: list[EvalResult]) -> dict[str, dict[str, dict[str, Any]]]:
                 row["right"] += 1
             else:
                 row["read_as"][got] = row["read_as"].get(got, 0) + 1
-    order = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS)}
+    order = {"colour": _PALETTE_NAMES, "shape": list(SHAPES), "motion": list(MOTIONS)}
     return {attr: dict(sorted(rows.items(), key=lambda kv: order[attr].index(kv[0]))) for attr, rows in table.items()}
 
 

@@ -8,6 +8,7 @@ Unknown keys are errors, so a typo in a recipe fails loudly instead of training 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,20 +243,16 @@ def config_with_overrides(base: T, overrides: dict[str, Any], where: str) -> T:
 def _scalar(value: Any, annotation: str, where: str) -> Any:
     """`value` checked against a scalar field's annotation ("float", "int | None", ...). YAML 1.1
     reads `1e-3` (no dot) as a string, so a float field takes a string that parses as a number."""
-    kinds = annotation.replace(" ", "").split("|")
-    if value is None and "None" in kinds or kinds[0] not in ("float", "int", "bool"):
+    kind, *others = annotation.replace(" ", "").split("|")
+    if kind not in ("float", "int", "bool") or (value is None and "None" in others):
         return value
-    kind = kinds[0]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "float" and isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return float(value)
-        except ValueError:
-            pass
-    elif kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if kind == "float" and number:
         return float(value)
-    elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif kind == "bool" and isinstance(value, bool):
+    if (kind == "int" and number and isinstance(value, int)) or (kind == "bool" and isinstance(value, bool)):
         return value
     raise ValueError(f"{where}: expected {annotation}, got {value!r}")
 

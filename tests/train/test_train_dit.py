@@ -33,6 +33,23 @@ def test_cache_holds_every_clip_at_its_bucket(cache):
     assert not torch.equal(b.latents, src.batch(Bucket(32, 32, 9), [0, 1], [0, 1], step=1).latents)
 
 
+def test_data_sample_posterior_false_trains_on_the_posterior_mean(cache, tiny_recipe):
+    from videoforge.train.buckets import Bucket
+    from videoforge.train.trainer import build_source
+
+    d = tiny_recipe(1)
+    d["data"]["sample_posterior"] = False
+    src, _, _ = build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))
+    bucket = Bucket(32, 32, 9)
+    b = src.batch(bucket, [0, 1], [0, 1], step=0)
+    entries = [src.entries[i] for i in (0, 1)]
+    means = torch.stack([load_file(cache / f"shard_{e['shard']:05d}.safetensors")[f"{e['key']}.mean"] for e in entries])
+    torch.testing.assert_close(b.latents, means * src.scaling_factor, rtol=0, atol=0)
+    assert torch.equal(b.latents, src.batch(bucket, [0, 1], [0, 1], step=1).latents)
+    drawn = CachedSource(cache, seed=0, caption_dropout=0.0).batch(bucket, [0, 1], [0, 1], step=0).latents
+    assert not torch.equal(drawn, b.latents)
+
+
 def test_batched_cache_matches_one_item_at_a_time(cache, squares, tmp_path):
     from videoforge.train.cache import write_cache
     from videoforge.train.datasets import load_items

@@ -30,7 +30,7 @@ from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape, assign_buckets
 from videoforge.train.datasets import MediaItem, caption_text, load_pixels
 from videoforge.train.recipe import StageSection
-from videoforge.train.sources import ConditionedBatch, sample_posterior
+from videoforge.train.sources import ConditionedBatch, posterior_latents
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -143,7 +143,7 @@ class CachedSource:
 
     exact_buckets = True
 
-    def __init__(self, folder: Path, *, seed: int, caption_dropout: float):
+    def __init__(self, folder: Path, *, seed: int, caption_dropout: float, sample_posterior: bool = True):
         path = folder / INDEX
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a training cache (no {INDEX}); build one with `videoforge cache`")
@@ -151,6 +151,7 @@ class CachedSource:
         if index.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: cache format {index.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
         self.folder, self.index, self.seed, self.caption_dropout = folder, index, seed, caption_dropout
+        self.sample_posterior = sample_posterior
         self.entries = index["entries"]
         self.scaling_factor = float(index["scaling_factor"])
         self.shapes = [ItemShape(e["height"], e["width"], e["frames"], e["kind"]) for e in self.entries]
@@ -180,7 +181,7 @@ class CachedSource:
             states.append(src.get_tensor(prefix + "states"))
             masks.append(src.get_tensor(prefix + "mask"))
             pooled.append(src.get_tensor(prefix + "pooled"))
-        latents = sample_posterior(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids)
+        latents = posterior_latents(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids, self.sample_posterior)
         text = TextEmbeddings(torch.stack(states), torch.stack(masks), torch.stack(pooled))
         return ConditionedBatch(latents * self.scaling_factor, text)
 

@@ -43,6 +43,11 @@ class DataSection:
     # only for a small text encoder: {short_description: 1.0, dense_description: 0.2, tags: 0.0}.
     caption_fields: dict[str, float] | None = None
     caption_permute: float | None = None
+    # True: each step trains on a fresh draw from the VAE posterior. False: on its mean. A VAE
+    # trained with a KL term has a wide posterior (std ~0.26 of the latents' spread for the shapes
+    # VAE at kl 1e-2), and noise drawn independently per latent frame can drown small signals such
+    # as where an object moved between frames.
+    sample_posterior: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout <= 1.0:

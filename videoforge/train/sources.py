@@ -48,14 +48,22 @@ def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, seed: int, step: 
     return mean.float() + std * eps.to(mean.device)
 
 
+def posterior_latents(
+    mean: torch.Tensor, logvar: torch.Tensor, seed: int, step: int, sample_ids: Sequence[int], draw: bool
+) -> torch.Tensor:
+    """The unscaled training latents: a posterior draw (`data.sample_posterior`) or the mean."""
+    return sample_posterior(mean, logvar, seed, step, sample_ids) if draw else mean.float()
+
+
 class MediaSource:
     """Decode, resize/crop, VAE-encode and text-encode on the fly (frozen encoders)."""
 
     exact_buckets = False
 
     def __init__(self, items: list[MediaItem], vae: nn.Module, text_encoder, *, seed: int, caption_dropout: float,
-                 caption_mix: CaptionMix = CaptionMix()):
+                 caption_mix: CaptionMix = CaptionMix(), sample_posterior: bool = True):
         self.items, self.vae, self.text_encoder = items, vae, text_encoder
+        self.sample_posterior = sample_posterior
         self.seed, self.caption_dropout, self.caption_mix = seed, caption_dropout, caption_mix
         self.shapes = [it.shape for it in items]
         self.tiers = [it.tiers for it in items]
@@ -73,7 +81,7 @@ class MediaSource:
         device = next(self.vae.parameters()).device
         dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(torch.stack(pixels).to(device, dtype))
-        latents = sample_posterior(posterior.mean, posterior.logvar, self.seed, step, sample_ids)
+        latents = posterior_latents(posterior.mean, posterior.logvar, self.seed, step, sample_ids, self.sample_posterior)
         text = self.text_encoder.encode(texts, single_frame=bucket.frames == 1)
         return ConditionedBatch(latents * self.vae.config.scaling_factor, text)
 

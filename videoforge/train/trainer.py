@@ -119,11 +119,13 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
     if path is None:
         raise ValueError("no training data: pass --data PATH or set data.path / data.cache in the recipe")
     if (Path(path) / "index.json").is_file():
-        return CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout), None, None
+        cached = CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout,
+                              sample_posterior=d.sample_posterior)
+        return cached, None, None
     items = load_items(path)
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
     source = MediaSource(items, vae, text_encoder, seed=recipe.run.seed, caption_dropout=d.caption_dropout,
-                         caption_mix=d.caption_mix)
+                         caption_mix=d.caption_mix, sample_posterior=d.sample_posterior)
     return source, vae, text_encoder
 
 

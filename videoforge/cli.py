@@ -255,6 +255,8 @@ When SRC holds both models, diffusers/official write DST/transformer/ and DST/va
     p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
                    help="cast the weights (default: keep the stored dtypes; FP8 weights become bfloat16)")
     p.add_argument("--ema", action="store_true", help="take the DiT's EMA weights (SRC/transformer_ema/ of a training run's final/ folder)")
+    p.add_argument("--vae", metavar="PATH", help="take the VAE from PATH instead of SRC (e.g. a decoder-only fine-tune's "
+                   "final/vae_ema, whose frozen encoder keeps the DiT's latents valid)")
 
     def run(args: argparse.Namespace) -> int:
         import torch
@@ -263,7 +265,7 @@ When SRC holds both models, diffusers/official write DST/transformer/ and DST/va
 
         dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
         try:
-            written = convert_checkpoint(args.src, args.dst, args.to, dtype=dtype, ema=args.ema)
+            written = convert_checkpoint(args.src, args.dst, args.to, dtype=dtype, ema=args.ema, vae_src=args.vae)
         except (CheckpointError, ValueError, OSError) as e:
             raise CLIError(str(e)) from None
         for path in written:

@@ -97,6 +97,25 @@ def test_training_final_folder_ships_its_ema_weights(tmp_path, tiny_models, caps
     assert "has no transformer_ema/" in capsys.readouterr().err
 
 
+def test_vae_from_another_run_replaces_the_final_folders(tmp_path, tiny_models, capsys):
+    dit, vae = tiny_models
+    src = tmp_path / "final"
+    save_dit(dit, src / "transformer_ema")
+    save_vae(vae, src / "vae")
+    tuned = _random(build_vae(vae.config), 7)  # a decoder fine-tune's final/vae_ema
+    save_vae(tuned, tmp_path / "tuned" / "vae_ema")
+    out = tmp_path / "ship"
+    assert main(["convert", str(src), str(out), "--to", "model-folder", "--ema", "--vae", str(tmp_path / "tuned" / "vae_ema")]) == 0
+    shipped = load_vae(out, dtype=torch.float32)
+    assert _same_weights(shipped, tuned) and not _same_weights(shipped, vae)
+    assert _same_weights(load_dit(out, dtype=torch.float32), dit)
+    meta = json.loads((out / "videoforge.json").read_text())
+    digest = hashlib.sha256((out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    assert meta["hashes"]["vae/diffusion_pytorch_model.safetensors"] == "sha256:" + digest
+    assert main(["convert", str(src), str(tmp_path / "x"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / "nothing")]) == 1
+    assert "--vae: found no VAE checkpoint in" in capsys.readouterr().err
+
+
 def test_single_file_to_diffusers(tmp_path, tiny_models):
     dit, vae = tiny_models
     torch.save({"state_dict": {"vae." + k: v for k, v in vae.state_dict().items()}}, tmp_path / "vae.pt")

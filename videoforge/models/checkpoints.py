@@ -446,7 +446,8 @@ def sha256_file(path: Path, chunk_bytes: int = 2**24) -> str:
     return digest.hexdigest()
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.dtype | None = None, ema: bool = False) -> list[Path]:
+def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.dtype | None = None, ema: bool = False,
+                       vae_src: str | Path | None = None) -> list[Path]:
     """Convert the DiT and/or VAE found at `src` into layout `to` under `dst`; returns the files written.
 
     - "diffusers": `config.json` + `diffusion_pytorch_model*.safetensors` (in `dst`, or in
@@ -457,6 +458,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
       in `src`, and `dst/videoforge.json` (`src`'s own, if any, with the weight files' sha256 hashes).
     `dtype=None` keeps the stored dtypes (FP8 weights become bfloat16). `ema` takes the DiT from
     `src/transformer_ema/` (a training run's `final/` folder) instead of `src/transformer/`.
+    `vae_src` takes the VAE from there instead of `src`: e.g. a decoder fine-tuned after the DiT's run
+    (its encoder frozen, so the DiT's latents still hold).
     """
     if to not in CONVERT_TARGETS:
         raise ValueError(f"--to must be one of {', '.join(CONVERT_TARGETS)}, got {to!r}")
@@ -466,12 +469,15 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     dit_src = src / "transformer_ema" if ema else src
     if ema and not dit_src.is_dir():
         raise CheckpointError(f"--ema: {src} has no transformer_ema/ folder (only a training run's final/ has one)")
-    kinds = [kind for kind in (DIT, VAE) if _holds(dit_src if kind is DIT else src, kind)]
+    vae_src = Path(vae_src) if vae_src is not None else src
+    if vae_src != src and not _holds(vae_src, VAE):
+        raise CheckpointError(f"--vae: found no VAE checkpoint in {vae_src}")
+    kinds = [kind for kind in (DIT, VAE) if _holds(dit_src if kind is DIT else vae_src, kind)]
     if not kinds:
         raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
     written: list[Path] = []
     for kind in tqdm(kinds, desc="converting", unit="model", disable=len(kinds) == 1):
-        model = load_dit(dit_src, dtype=dtype) if kind is DIT else load_vae(src, dtype=dtype)
+        model = load_dit(dit_src, dtype=dtype) if kind is DIT else load_vae(vae_src, dtype=dtype)
         folder = dst / kind.subfolder if to == "model-folder" or len(kinds) > 1 else dst
         layout = "official" if to == "official" else "diffusers"
         written += save_dit(model, folder, layout) if kind is DIT else save_vae(model, folder, layout)

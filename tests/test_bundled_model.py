@@ -67,4 +67,6 @@ def test_vae_round_trips_fresh_renders(pipe):
 
     d = pipe.defaults
     with torch.no_grad():
-        assert vae_psnr(pipe.vae, 2, d.height, d.width, d.num_frames, seed=123) > 20.0  # the card: 22.77 dB over 16 clips
+        # the card: 24.27 dB over 16 clips. On these 4 clips the long decoder fine-tune gives 22.6 dB,
+        # the 500-step decoder before it 21.7 dB
+        assert vae_psnr(pipe.vae, 4, d.height, d.width, d.num_frames, seed=123) > 22.2

@@ -470,9 +470,10 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     if ema and not dit_src.is_dir():
         raise CheckpointError(f"--ema: {src} has no transformer_ema/ folder (only a training run's final/ has one)")
     vae_src = Path(vae_src) if vae_src is not None else src
-    if vae_src != src and not _holds(vae_src, VAE):
+    has_vae = _holds(vae_src, VAE)
+    if vae_src != src and not has_vae:
         raise CheckpointError(f"--vae: found no VAE checkpoint in {vae_src}")
-    kinds = [kind for kind in (DIT, VAE) if _holds(dit_src if kind is DIT else vae_src, kind)]
+    kinds = [kind for kind, held in ((DIT, _holds(dit_src, DIT)), (VAE, has_vae)) if held]
     if not kinds:
         raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
     written: list[Path] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -28,7 +29,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         import time
-        from pathlib import Path
 
         from videoforge.bundled import BUNDLED_DIR, bundled_model_dir
 
@@ -160,8 +160,6 @@ def _add_rewrite(sub: argparse._SubParsersAction) -> None:
     add_rewriter_arguments(p)
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from videoforge.llm import LLMClientError
         from videoforge.rewrite import LocalModelError, rewrite_prompts
 
@@ -240,6 +238,10 @@ SRC may be any layout load_dit/load_vae read:
                  diffusion_pytorch_model*.safetensors (sharded with its .index.json); or a pipeline
                  folder with transformer/ and vae/
   model folder   ours (SCHEMA.md): videoforge.json, transformer/, vae/ (diffusers layout)
+  checkpoint     a DiT run's mid-run checkpoint RUN/checkpoints/step_N/ (`videoforge train`): read
+                 as the run's final/ folder would be (architecture from RUN/recipe.json, the VAE the
+                 recipe names), so --ema takes its EMA weights. To sample or evaluate step N:
+                   videoforge convert RUN/checkpoints/step_00020000 m20k --to model-folder --ema
 
 --to:
   diffusers      config.json + diffusion_pytorch_model.safetensors (shards above 10 GiB), loadable by
@@ -262,10 +264,13 @@ When SRC holds both models, diffusers/official write DST/transformer/ and DST/va
         import torch
 
         from videoforge.models.checkpoints import CheckpointError, convert_checkpoint
+        from videoforge.train.checkpoint import is_checkpoint
+        from videoforge.train.export import convert_run_checkpoint
 
+        convert = convert_run_checkpoint if is_checkpoint(Path(args.src)) else convert_checkpoint
         dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
         try:
-            written = convert_checkpoint(args.src, args.dst, args.to, dtype=dtype, ema=args.ema, vae_src=args.vae)
+            written = convert(args.src, args.dst, args.to, dtype=dtype, ema=args.ema, vae_src=args.vae)
         except (CheckpointError, ValueError, OSError) as e:
             raise CLIError(str(e)) from None
         for path in written:
@@ -434,8 +439,6 @@ def _add_camera_motion(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end-frame", type=int, metavar="B", help="last frame, inclusive (default: the last)")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from videoforge.annotate.camera_motion import classify_video
 
         if not Path(args.video).is_file():
@@ -504,8 +507,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from videoforge.train.recipe import load_recipe
 
         try:
@@ -539,8 +540,6 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption-variants", type=int, default=4, help="encoded dropout/permutation draws per structured caption (default: %(default)s)")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from videoforge.train.cache import cache_dataset
 
         try:

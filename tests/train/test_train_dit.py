@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,38 @@ def test_final_folder_loads(cache, tiny_recipe, tmp_path):
     assert (meta["steps"], meta["cfg_scale"], meta["negative_prompt"], meta["fps"]) == (7, 3.0, "", 8)
     assert meta["flow_shift"] == d.get("flow", {}).get("shift", 1.0)  # unset: the training shift
     assert (final / "vae" / "config.json").is_file()
+
+
+def test_a_mid_run_checkpoint_converts_to_a_model_folder(cache, tiny_recipe, tmp_path, capsys):
+    """`videoforge convert RUN/checkpoints/step_N OUT --to model-folder [--ema]`: step N's weights,
+    in the model folder that `generate` and `eval` read, while the run goes on."""
+    from videoforge.cli import main
+    from videoforge.models import load_dit
+
+    run = tmp_path / "run"
+    train(recipe_from_dict(tiny_recipe(4, checkpoint_every=2)), RunOptions(out=run, data=str(cache), progress=False))
+
+    def weights(folder: Path) -> dict[str, torch.Tensor]:
+        return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+    for step, ema in ((4, True), (4, False), (2, True)):
+        out = tmp_path / f"m{step}{'-ema' if ema else ''}"
+        argv = ["convert", str(run / "checkpoints" / f"step_{step:08d}"), str(out), "--to", "model-folder"]
+        assert main(argv + (["--ema"] if ema else [])) == 0
+        assert load_dit(out).config.hidden_size == 64
+        meta = json.loads((out / "videoforge.json").read_text())
+        assert set(meta["hashes"]) == {"transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"}
+        got, final = weights(out / "transformer"), weights(run / "final" / ("transformer_ema" if ema else "transformer"))
+        same = all(torch.equal(got[k], final[k]) for k in final)
+        assert same == (step == 4), f"step {step}, ema {ema}: the last checkpoint is the final state, an earlier one is not"
+    vae, final_vae = weights(tmp_path / "m4-ema" / "vae"), weights(run / "final" / "vae")  # the recipe's (seeded) VAE
+    assert vae.keys() == final_vae.keys() and all(torch.equal(vae[k], final_vae[k]) for k in vae)
+    # a checkpoint taken out of its run folder has no recipe to rebuild the model from: one clear line
+    moved = tmp_path / "elsewhere" / "step_00000002"
+    shutil.copytree(run / "checkpoints" / "step_00000002", moved)
+    capsys.readouterr()
+    assert main(["convert", str(moved), str(tmp_path / "x"), "--to", "model-folder"]) == 1
+    assert "recipe.json" in capsys.readouterr().err
 
 
 def test_crash_resumes_from_last_checkpoint_exactly(cache, tiny_recipe, tmp_path, monkeypatch):

@@ -89,15 +89,35 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA, extra: Extra | None = None) -> int:
-    """Restore model, optimizer and EMA in place; returns the step the checkpoint was taken at."""
-    if not (path / ".metadata").is_file():
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is a complete checkpoint folder (DCP writes `.metadata` last)."""
+    return (path / ".metadata").is_file()
+
+
+def _load(path: Path, state: dict) -> None:
+    """Fill `state` in place from the checkpoint; keys it does not ask for are not read."""
+    if not is_checkpoint(path):
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no .metadata)")
-    state = _state(model, optimizer, ema, extra)
     state["step"] = -1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+
+
+def load_weights(path: Path, model: nn.Module, ema: EMA) -> int:
+    """Restore only the model and EMA weights (not the optimizer): enough to export a mid-run
+    checkpoint. Returns the step it was taken at."""
+    state = {"model": get_model_state_dict(model), "ema": dict(ema.state_dict())}
+    _load(path, state)
+    set_model_state_dict(model, state["model"])
+    ema.load_state_dict(state["ema"])
+    return int(state["step"])
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA, extra: Extra | None = None) -> int:
+    """Restore model, optimizer and EMA in place; returns the step the checkpoint was taken at."""
+    state = _state(model, optimizer, ema, extra)
+    _load(path, state)
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
     ema.load_state_dict(state["ema"])

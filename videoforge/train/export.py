@@ -77,3 +77,38 @@ def export_final(folder: Path, model: nn.Module, ema: EMA, recipe: Recipe, dims:
         (folder / "videoforge.json").write_text(json.dumps(_meta(recipe, folder), indent=2) + "\n")
     if dims.world > 1:
         dist.barrier()
+
+
+def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> int:
+    """Write `folder` as the run would write `final/`, from a mid-run checkpoint
+    `RUN/checkpoints/step_N/` of a DiT run (full or LoRA): to sample or evaluate step N while the
+    run goes on. The architecture comes from `RUN/recipe.json`, the VAE from the recipe's
+    `model.vae` (a path as the run saw it) or its seed. Returns N."""
+    from videoforge.train.checkpoint import is_checkpoint, load_weights
+    from videoforge.train.recipe import recipe_from_dict
+    from videoforge.train.trainer import build_model
+
+    checkpoint = Path(checkpoint)
+    if not is_checkpoint(checkpoint):
+        raise FileNotFoundError(f"{checkpoint} is not a complete training checkpoint (no .metadata)")
+    recipe_file = checkpoint.parent.parent / "recipe.json"
+    if not recipe_file.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no {recipe_file}; a checkpoint is exported from inside its run folder "
+                                "(RUN/checkpoints/step_N/), and only DiT runs write one")
+    recipe = recipe_from_dict(json.loads(recipe_file.read_text()))
+    model = build_model(recipe)
+    ema = EMA(model, recipe.optim.ema_decay)
+    step = load_weights(checkpoint, model, ema)
+    export_final(Path(folder), model, ema, recipe, ParallelDims(), vae=None)
+    return step
+
+
+def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **options: Any) -> list[Path]:
+    """`convert_checkpoint` with a mid-run checkpoint as its source (`export_checkpoint` first)."""
+    import tempfile
+
+    from videoforge.models.checkpoints import convert_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_checkpoint(checkpoint, tmp)
+        return convert_checkpoint(tmp, dst, to, **options)

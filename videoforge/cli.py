@@ -242,6 +242,7 @@ SRC may be any layout load_dit/load_vae read:
                  as the run's final/ folder would be (architecture from RUN/recipe.json, the VAE the
                  recipe names), so --ema takes its EMA weights. To sample or evaluate step N:
                    videoforge convert RUN/checkpoints/step_00020000 m20k --to model-folder --ema
+                 A LoRA run's checkpoint gives DST/lora.safetensors (for generate --lora).
 
 --to:
   diffusers      config.json + diffusion_pytorch_model.safetensors (shards above 10 GiB), loadable by

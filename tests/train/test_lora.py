@@ -61,6 +61,21 @@ def test_lora_file_keys_and_metadata(lora_run):
     assert meta["rank"] == "4" and float(meta["alpha"]) == 8.0
 
 
+def test_a_lora_runs_checkpoint_converts_to_its_adapters(lora_run, tmp_path):
+    """`convert RUN/checkpoints/step_N DST` of a LoRA run writes DST/lora.safetensors (for `generate --lora`)."""
+    from videoforge.cli import main
+
+    _, final = lora_run
+    checkpoint = final.parents[1] / "checkpoints" / "step_00000003"
+    for ema, name in ((False, "lora.safetensors"), (True, "lora_ema.safetensors")):
+        dst = tmp_path / name
+        assert main(["convert", str(checkpoint), str(dst), "--to", "model-folder"] + (["--ema"] if ema else [])) == 0
+        got, want = load_file(str(dst / "lora.safetensors")), load_file(str(final.parent / name))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert not torch.equal(*(load_file(str(tmp_path / n / "lora.safetensors"))["transformer.double_blocks.0.img_attn_qkv.lora_B.weight"]
+                             for n in ("lora.safetensors", "lora_ema.safetensors")))
+
+
 def test_merged_equals_unmerged(lora_run, tiny_recipe):
     r, path = lora_run
     base_recipe = recipe_from_dict(tiny_recipe(3))  # same seed: same base weights as the LoRA run

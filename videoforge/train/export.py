@@ -104,11 +104,18 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> int:
 
 
 def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **options: Any) -> list[Path]:
-    """`convert_checkpoint` with a mid-run checkpoint as its source (`export_checkpoint` first)."""
+    """`convert_checkpoint` with a mid-run checkpoint as its source (`export_checkpoint` first).
+    A LoRA run's checkpoint gives its adapters instead: `dst/lora.safetensors` (EMA with `ema=True`),
+    the file `generate --lora` reads."""
+    import shutil
     import tempfile
 
     from videoforge.models.checkpoints import convert_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         export_checkpoint(checkpoint, tmp)
+        lora = Path(tmp) / ("lora_ema.safetensors" if options.get("ema") else "lora.safetensors")
+        if lora.is_file():
+            Path(dst).mkdir(parents=True, exist_ok=True)
+            return [Path(shutil.copyfile(lora, Path(dst) / "lora.safetensors"))]
         return convert_checkpoint(tmp, dst, to, **options)

@@ -94,10 +94,14 @@ def is_checkpoint(path: Path) -> bool:
     return (path / ".metadata").is_file()
 
 
-def _load(path: Path, state: dict) -> None:
-    """Fill `state` in place from the checkpoint; keys it does not ask for are not read."""
+def require_checkpoint(path: Path) -> None:
     if not is_checkpoint(path):
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no .metadata)")
+
+
+def _load(path: Path, state: dict) -> None:
+    """Fill `state` in place from the checkpoint; keys it does not ask for are not read."""
+    require_checkpoint(path)
     state["step"] = -1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")

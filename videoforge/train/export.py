@@ -84,13 +84,12 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> int:
     `RUN/checkpoints/step_N/` of a DiT run (full or LoRA): to sample or evaluate step N while the
     run goes on. The architecture comes from `RUN/recipe.json`, the VAE from the recipe's
     `model.vae` (a path as the run saw it) or its seed. Returns N."""
-    from videoforge.train.checkpoint import is_checkpoint, load_weights
+    from videoforge.train.checkpoint import load_weights, require_checkpoint
     from videoforge.train.recipe import recipe_from_dict
     from videoforge.train.trainer import build_model
 
     checkpoint = Path(checkpoint)
-    if not is_checkpoint(checkpoint):
-        raise FileNotFoundError(f"{checkpoint} is not a complete training checkpoint (no .metadata)")
+    require_checkpoint(checkpoint)  # before the recipe, so that a wrong path is called what it is
     recipe_file = checkpoint.parent.parent / "recipe.json"
     if not recipe_file.is_file():
         raise FileNotFoundError(f"{checkpoint}: no {recipe_file}; a checkpoint is exported from inside its run folder "
@@ -112,7 +111,10 @@ def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **o
 
     from videoforge.models.checkpoints import convert_checkpoint
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # The intermediate folder holds the raw and EMA DiT: beside dst, not in /tmp, which is often
+    # too small for a release-size model.
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(dst).parent, prefix=".export-") as tmp:
         export_checkpoint(checkpoint, tmp)
         lora = Path(tmp) / ("lora_ema.safetensors" if options.get("ema") else "lora.safetensors")
         if lora.is_file():

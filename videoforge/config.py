@@ -88,13 +88,32 @@ class VAEConfig:
     time_compression_ratio: int = 4
     spatial_compression_ratio: int = 8
     mid_block_add_attention: bool = True
+    # Per-channel statistics of the posterior means. When set, the DiT sees (z - mean) / std per
+    # channel instead of z * scaling_factor: a VAE whose channels differ in spread (the shapes VAE's
+    # by 20x) otherwise hands the DiT some channels that noise drowns at once. The release has none.
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
+        for name in ("latents_mean", "latents_std"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != self.latent_channels:
+                    raise ValueError(f"VAE {name} has {len(value)} values for {self.latent_channels} latent channels")
+                setattr(self, name, value)
+        if (self.latents_mean is None) != (self.latents_std is None):
+            raise ValueError("VAE latents_mean and latents_std come together: set both or neither")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["block_out_channels"] = list(self.block_out_channels)
+        for name in ("latents_mean", "latents_std"):
+            if d[name] is None:
+                del d[name]  # configs without statistics read as before
+            else:
+                d[name] = list(d[name])
         return d
 
     @classmethod

@@ -149,6 +149,32 @@ def test_vae_configs_in_all_three_dialects():
     assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
 
 
+def test_vae_channel_statistics_travel_in_the_config_and_map_latents_both_ways():
+    from dataclasses import replace
+
+    from videoforge.models.vae import latents_from_model, latents_to_model
+
+    tiny = preset("tiny").vae
+    assert "latents_mean" not in vae_config_to_diffusers(tiny) and "latents_mean" not in tiny.to_dict()
+    stats = replace(tiny, latents_mean=[0.5] * 16, latents_std=[2.0] * 8 + [0.25] * 8)
+    assert stats.latents_std[8] == 0.25 and isinstance(stats.latents_std, tuple)
+    d = vae_config_to_diffusers(stats)
+    assert d["latents_std"] == [2.0] * 8 + [0.25] * 8  # diffusers' keys for them
+    assert vae_config_from_diffusers(json.loads(json.dumps(d))) == stats
+    assert VAEConfig.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    z = torch.randn(2, 16, 3, 4, 4)
+    scaled = latents_to_model(z, stats)
+    torch.testing.assert_close(scaled[:, 0], (z[:, 0] - 0.5) / 2.0)
+    torch.testing.assert_close(scaled[:, 15], (z[:, 15] - 0.5) / 0.25)
+    torch.testing.assert_close(latents_from_model(scaled, stats), z)
+    torch.testing.assert_close(latents_to_model(z, tiny), z * tiny.scaling_factor)  # no statistics: the factor
+    torch.testing.assert_close(latents_from_model(z, tiny), z / tiny.scaling_factor)
+    with pytest.raises(ValueError, match="latents_std has 3 values for 16 latent channels"):
+        replace(tiny, latents_mean=[0.0] * 16, latents_std=[1.0] * 3)
+    with pytest.raises(ValueError, match="set both or neither"):
+        replace(tiny, latents_mean=[0.0] * 16)
+
+
 def test_infer_release_configs_from_reference_keys():
     t2v = _meta_reference("dit_t2v_keys.json")
     assert infer_dit_config(t2v) == preset("hunyuan-t2v-720p").dit

@@ -167,3 +167,19 @@ def test_from_pretrained_video_and_offload(tiny_model_dir):
     assert len(many) == 2 and many[0].frames.shape == (1, 16, 16, 3)
     offloaded = TextToVideoPipeline(pipe.dit, pipe.vae, pipe.text_encoders, pipe.defaults, device="cpu", offload="model")
     np.testing.assert_array_equal(offloaded("a red circle moving to the right", seed=0).frames, out.frames)
+
+
+def test_decode_undoes_the_vaes_channel_statistics(tiny_model_dir):
+    """A VAE with per-channel latent statistics: the DiT's latents are (z - mean) / std, so the
+    pipeline decodes z = latents * std + mean, not latents / scaling_factor."""
+    pipe = TextToVideoPipeline.from_pretrained(tiny_model_dir, dtype=torch.float32, device="cpu")
+    latents = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    plain = pipe.decode(latents)
+    torch.testing.assert_close(plain, pipe.vae.decode(latents / pipe.vae.config.scaling_factor))
+    pipe.vae.config.latents_mean = tuple(0.2 * k for k in range(16))
+    pipe.vae.config.latents_std = tuple(1.0 + 0.5 * k for k in range(16))
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, 16, 1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.decode(latents), pipe.vae.decode(latents * std + mean))
+    assert not torch.allclose(pipe.decode(latents), plain)

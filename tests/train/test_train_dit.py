@@ -45,10 +45,36 @@ def test_data_sample_posterior_false_trains_on_the_posterior_mean(cache, tiny_re
     b = src.batch(bucket, [0, 1], [0, 1], step=0)
     entries = [src.entries[i] for i in (0, 1)]
     means = torch.stack([load_file(cache / f"shard_{e['shard']:05d}.safetensors")[f"{e['key']}.mean"] for e in entries])
-    torch.testing.assert_close(b.latents, means * src.scaling_factor, rtol=0, atol=0)
+    torch.testing.assert_close(b.latents, means * src.latent_scaling.scaling_factor, rtol=0, atol=0)
     assert torch.equal(b.latents, src.batch(bucket, [0, 1], [0, 1], step=1).latents)
     drawn = CachedSource(cache, seed=0, caption_dropout=0.0).batch(bucket, [0, 1], [0, 1], step=0).latents
     assert not torch.equal(drawn, b.latents)
+
+
+def test_a_vae_with_channel_statistics_caches_and_trains_on_unit_channels(squares, tiny_recipe, tmp_path):
+    """A VAE carrying per-channel latent statistics: the cache records them, and its batches are
+    (mean - channel mean) / channel std, as the pipeline inverts them before decoding."""
+    from videoforge.models.vae import latents_from_model
+    from videoforge.train.buckets import Bucket
+    from videoforge.train.cache import write_cache
+    from videoforge.train.datasets import load_items
+    from videoforge.train.sources import build_text_encoder, build_vae
+
+    r = recipe_from_dict(tiny_recipe(1))
+    vae = build_vae(r, torch.device("cpu"))
+    vae.config.latents_mean = tuple(0.1 * k for k in range(16))
+    vae.config.latents_std = tuple(0.5 + 0.25 * k for k in range(16))
+    write_cache(load_items(squares), r.stages, vae, build_text_encoder(r, torch.device("cpu")), tmp_path,
+                text_encoder_name="minilm", seed=0, progress=False)
+    src = CachedSource(tmp_path, seed=0, caption_dropout=0.0, sample_posterior=False)
+    assert src.latent_scaling.latents_std == vae.config.latents_std
+    b = src.batch(Bucket(32, 32, 9), [0, 1], [0, 1], step=0)
+    means = torch.stack([load_file(tmp_path / f"shard_{e['shard']:05d}.safetensors")[f"{e['key']}.mean"]
+                         for e in src.entries[:2]])
+    channel_mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    channel_std = torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    torch.testing.assert_close(b.latents, (means - channel_mean) / channel_std)
+    torch.testing.assert_close(latents_from_model(b.latents, vae.config), means)
 
 
 def test_batched_cache_matches_one_item_at_a_time(cache, squares, tmp_path):

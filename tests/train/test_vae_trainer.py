@@ -147,3 +147,44 @@ def test_decoder_only_fine_tune_keeps_the_latents(squares, tmp_path, concentrate
         assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quant_conv.")))
         assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
         assert tuned.config.scaling_factor == 0.25  # a fine-tune keeps the factor its DiTs were trained with
+
+
+def test_channel_statistics_give_each_latent_channel_unit_variance_once(squares, tmp_path):
+    """vae_loss.channel_statistics after a run from model.init: the saved VAE carries per-channel
+    statistics that bring the training data's latents to zero mean and unit std in every channel;
+    a later run from that VAE keeps them (its DiTs were trained with them), as it keeps the factor."""
+    from videoforge.config import VAEConfig
+    from videoforge.models import build_vae, load_vae, save_vae
+    from videoforge.models.vae import latents_to_model
+    from videoforge.train.buckets import Bucket
+    from videoforge.train.datasets import load_items, load_pixels
+
+    torch.manual_seed(0)
+    start = build_vae(VAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4))
+    start.config.scaling_factor = 0.25
+    save_vae(start, tmp_path / "start")
+
+    def run(init, out):
+        r = recipe_from_dict({
+            "task": "vae", "model": {"init": str(init)}, "optim": {"ema_decay": 0.5},
+            "vae_loss": {"l2": 1.0, "lpips": 0.0, "adversarial": 0.0, "kl": 0.0, "sample_posterior": False,
+                         "train_encoder": False, "tiled_ratio": 0.0, "scaling_batches": 16, "channel_statistics": True},
+            "run": {"checkpoint_every": 0},
+            "stages": [{"steps": 2, "lr": 1e-3, "anchors": [32], "frames": [9], "token_budget": 32, "max_batch": 2}],
+        })
+        summary = train_vae(r, RunOptions(out=out, data=str(squares), progress=False))
+        return summary, load_vae(out / "final" / "vae_ema")
+
+    summary, vae = run(tmp_path / "start", tmp_path / "run")
+    assert vae.config.scaling_factor == 0.25  # the factor stays; the statistics take over from it
+    assert list(vae.config.latents_std) == pytest.approx(summary["latents_std"])
+    assert load_vae(tmp_path / "run" / "final" / "vae").config.latents_std is None  # raw weights: untouched
+    pixels = torch.stack([load_pixels(it, Bucket(32, 32, 9), torch.Generator().manual_seed(0)) for it in load_items(squares)])
+    with torch.no_grad():
+        z = vae.encode(pixels).mean
+    raw_std = z.transpose(0, 1).flatten(1).std(1)
+    assert raw_std.max() / raw_std.min() > 1.5  # the channels differ in spread to begin with
+    scaled = latents_to_model(z, vae.config).transpose(0, 1).flatten(1)
+    assert scaled.mean(1).abs().max() < 0.3 and ((scaled.std(1) > 0.7) & (scaled.std(1) < 1.4)).all()
+    _, again = run(tmp_path / "run" / "final" / "vae_ema", tmp_path / "again")
+    assert again.config.latents_std == vae.config.latents_std and again.config.latents_mean == vae.config.latents_mean

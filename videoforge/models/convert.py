@@ -311,7 +311,7 @@ def dit_config_from_diffusers(d: Mapping[str, Any]) -> DiTConfig:
 def vae_config_to_diffusers(config: VAEConfig) -> dict[str, Any]:
     """An `AutoencoderKLHunyuanVideo` config dict (without `_class_name`)."""
     n = len(config.block_out_channels)
-    return {
+    d = {
         "in_channels": config.in_channels,
         "out_channels": config.out_channels,
         "latent_channels": config.latent_channels,
@@ -326,6 +326,9 @@ def vae_config_to_diffusers(config: VAEConfig) -> dict[str, Any]:
         "temporal_compression_ratio": config.time_compression_ratio,
         "mid_block_add_attention": config.mid_block_add_attention,
     }
+    if config.latents_std is not None:  # diffusers' name for per-channel latent statistics (its Wan VAE)
+        d["latents_mean"], d["latents_std"] = list(config.latents_mean), list(config.latents_std)
+    return d
 
 
 def vae_config_from_diffusers(d: Mapping[str, Any]) -> VAEConfig:

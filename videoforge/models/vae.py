@@ -299,6 +299,25 @@ class DiagonalGaussian:
         return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).flatten(1).sum(1)
 
 
+def _channel_view(values: tuple[float, ...], z: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, device=z.device, dtype=z.dtype).view(1, -1, *([1] * (z.dim() - 2)))
+
+
+def latents_to_model(z: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    """VAE latents [B, C, ...] -> the DiT's: (z - mean) / std per channel where the config carries
+    channel statistics, else z * scaling_factor."""
+    if config.latents_std is None:
+        return z * config.scaling_factor
+    return (z - _channel_view(config.latents_mean, z)) / _channel_view(config.latents_std, z)
+
+
+def latents_from_model(z: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    """The inverse of `latents_to_model`: the DiT's latents -> what the decoder reads."""
+    if config.latents_std is None:
+        return z / config.scaling_factor
+    return z * _channel_view(config.latents_std, z) + _channel_view(config.latents_mean, z)
+
+
 class CausalVAE(nn.Module):
     """The causal 3D VAE. `encode` / `decode` work on unscaled latents; tiling is off until enabled."""
 

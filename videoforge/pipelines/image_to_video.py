@@ -23,6 +23,7 @@ import torch
 from videoforge.diffusion.samplers import ModelFn, sample_euler
 from videoforge.diffusion.schedules import flow_sigmas
 from videoforge.models.text_encoders import HunyuanI2VTextEncoders, TextEmbeddings, TextEncoderSet
+from videoforge.models.vae import latents_to_model
 from videoforge.pipelines.sizes import check_size
 from videoforge.pipelines.text_to_video import TextToVideoPipeline, VideoOutput, drop_common_padding, dit_model_fn
 from videoforge.pipelines.video_io import to_uint8_frames
@@ -130,7 +131,7 @@ class ImageToVideoPipeline(TextToVideoPipeline):
         vae_dtype = next(self.vae.parameters()).dtype
         with self._using(self.vae):
             z = self.vae.encode(pixels.unsqueeze(2).to(self.device, vae_dtype)).mode()
-        return z.float() * self.vae.config.scaling_factor
+        return latents_to_model(z.float(), self.vae.config)
 
     @torch.no_grad()
     def __call__(  # type: ignore[override]

@@ -22,6 +22,7 @@ from torch import nn
 from videoforge.diffusion.guidance import classifier_free_guidance, embedded_guidance
 from videoforge.diffusion.samplers import sample_euler
 from videoforge.diffusion.schedules import flow_sigmas
+from videoforge.models.vae import latents_from_model
 from videoforge.models.text_encoders import TextEmbeddings, TextEncoderSet
 from videoforge.pipelines.model_folder import GenerationDefaults, read_meta
 from videoforge.pipelines.sizes import check_size
@@ -295,5 +296,5 @@ class TextToVideoPipeline:
         """Unscaled final latents -> video [B, 3, F, H, W] in about [-1, 1] (float32, on the CPU)."""
         vae_dtype = next(self.vae.parameters()).dtype
         with self._using(self.vae):
-            z = (latents / self.vae.config.scaling_factor).to(self.device, vae_dtype)
+            z = latents_from_model(latents, self.vae.config).to(self.device, vae_dtype)
             return self.vae.decode(z).float().cpu()

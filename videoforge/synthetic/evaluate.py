@@ -260,14 +260,16 @@ def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_fram
 
 
 def vae_colour_separation(vae: Any, height: int, width: int) -> dict[str, Any]:
-    """How far apart the VAE keeps the palette colours: the L2 distance between the scaled latents
-    (posterior mode * scaling factor, the DiT's units) of one still circle in each colour, same
+    """How far apart the VAE keeps the palette colours: the L2 distance between the latents in the
+    DiT's units (the posterior mode through `latents_to_model`) of one still circle in each colour, same
     place and size, on black. A DiT learns a colour from text only as fast as its latent stands
     apart: with orange 3.4 from yellow, DiTs drew one for the other about half the time, while on
     a VAE that kept them 11 apart the same DiT recipe drew 18/18 of each (image-only, 3,000 steps)."""
     import itertools
 
     import torch
+
+    from videoforge.models.vae import latents_to_model
 
     radius = float(np.mean(SceneConfig().radius)) * min(height, width)
     centre = (width / 2, height / 2)
@@ -276,7 +278,7 @@ def vae_colour_separation(vae: Any, height: int, width: int) -> dict[str, Any]:
     x = torch.from_numpy(np.stack(images)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
     param = next(vae.parameters())
     with torch.no_grad():
-        z = vae.encode(x.to(param.device, param.dtype)).mode().float().cpu() * vae.config.scaling_factor
+        z = latents_to_model(vae.encode(x.to(param.device, param.dtype)).mode().float().cpu(), vae.config)
     pairs = {f"{a}/{b}": float((z[i] - z[j]).norm()) for (i, a), (j, b) in itertools.combinations(enumerate(_PALETTE_NAMES), 2)}
     closest = min(pairs, key=pairs.get)
     return {"closest": closest, "distance": pairs[closest], "pairs": pairs}

@@ -25,7 +25,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from videoforge.annotate.captions import CaptionMix
+from videoforge.config import VAEConfig
 from videoforge.models.text_encoders import TextEmbeddings
+from videoforge.models.vae import latents_to_model
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape, assign_buckets
 from videoforge.train.datasets import MediaItem, caption_text, load_pixels
@@ -126,6 +128,8 @@ def write_cache(
     index = {
         "format_version": FORMAT_VERSION,
         "scaling_factor": vae.config.scaling_factor,
+        "latents_mean": vae.config.latents_mean,
+        "latents_std": vae.config.latents_std,
         "latent_channels": vae.config.latent_channels,
         "text_encoder": text_encoder_name,
         "caption_fields": dict(caption_mix.keep) if caption_mix.keep else None,
@@ -153,7 +157,9 @@ class CachedSource:
         self.folder, self.index, self.seed, self.caption_dropout = folder, index, seed, caption_dropout
         self.sample_posterior = sample_posterior
         self.entries = index["entries"]
-        self.scaling_factor = float(index["scaling_factor"])
+        # The VAE's latent scaling, as the DiT's latents were made with it (models/vae.latents_to_model).
+        self.latent_scaling = VAEConfig(latent_channels=index["latent_channels"], scaling_factor=float(index["scaling_factor"]),
+                                        latents_mean=index.get("latents_mean"), latents_std=index.get("latents_std"))
         self.shapes = [ItemShape(e["height"], e["width"], e["frames"], e["kind"]) for e in self.entries]
         self.tiers = [e.get("tiers") for e in self.entries]
         self._shards: dict[int, Any] = {}
@@ -183,7 +189,7 @@ class CachedSource:
             pooled.append(src.get_tensor(prefix + "pooled"))
         latents = posterior_latents(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids, self.sample_posterior)
         text = TextEmbeddings(torch.stack(states), torch.stack(masks), torch.stack(pooled))
-        return ConditionedBatch(latents * self.scaling_factor, text)
+        return ConditionedBatch(latents_to_model(latents, self.latent_scaling), text)
 
 
 def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_variants: int = 4, progress: bool = True) -> Path:

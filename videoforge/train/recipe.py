@@ -146,6 +146,10 @@ class VAELossSection:
     # many training batches, so the DiT sees unit-variance latents. 0, or a run from model.init /
     # model.vae, keeps the loaded factor (the one its DiT was trained with).
     scaling_batches: int = 32
+    # True: over the same batches, also fit each latent channel's mean and std (config.latents_mean /
+    # latents_std), so the DiT sees every channel at unit variance rather than all at one factor.
+    # Fitted after any run whose VAE has none yet, from model.init too; a VAE that has them keeps them.
+    channel_statistics: bool = False
     # False: decode the posterior mean (a plain autoencoder). With a high learning rate, Adam turns
     # even a 1e-6 KL into a steady push of the log-variance towards 0, and decoders fed std-1
     # noise learn only the background; from scratch on small data, train on the mean instead.

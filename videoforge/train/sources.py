@@ -17,6 +17,7 @@ from torch import nn
 from videoforge.annotate.captions import CaptionMix
 from videoforge.config import VAEConfig, preset
 from videoforge.models.text_encoders import TextEmbeddings
+from videoforge.models.vae import latents_to_model
 from videoforge.train import seeding
 from videoforge.train.buckets import Bucket, ItemShape
 from videoforge.train.datasets import MediaItem, caption_text, load_pixels
@@ -83,7 +84,7 @@ class MediaSource:
         posterior = self.vae.encode(torch.stack(pixels).to(device, dtype))
         latents = posterior_latents(posterior.mean, posterior.logvar, self.seed, step, sample_ids, self.sample_posterior)
         text = self.text_encoder.encode(texts, single_frame=bucket.frames == 1)
-        return ConditionedBatch(latents * self.vae.config.scaling_factor, text)
+        return ConditionedBatch(latents_to_model(latents, self.vae.config), text)
 
 
 def vae_config(recipe: Recipe) -> VAEConfig:

@@ -116,14 +116,24 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
 
 
 @torch.no_grad()
-def fit_scaling_factor(vae: torch.nn.Module, batches: Iterable[torch.Tensor]) -> float:
-    """1 / std of the posterior means over `batches` of pixels: latents * factor have unit variance."""
+def fit_latent_statistics(vae: torch.nn.Module, batches: Iterable[torch.Tensor]) -> tuple[float, list[float], list[float]]:
+    """Over `batches` of pixels, the posterior means' (1 / std, per-channel means, per-channel stds):
+    latents * factor, or (latents - mean) / std per channel, have unit variance."""
     total, total_sq, n = 0.0, 0.0, 0
+    channel_sum = channel_sq = None
     for pixels in batches:
         mean = vae.encode(pixels).mean.double()
         total, total_sq, n = total + mean.sum().item(), total_sq + mean.pow(2).sum().item(), n + mean.numel()
+        per_channel = mean.transpose(0, 1).flatten(1)  # [C, everything else]
+        s, sq = per_channel.sum(1), per_channel.pow(2).sum(1)
+        channel_sum, channel_sq = (s, sq) if channel_sum is None else (channel_sum + s, channel_sq + sq)
+    if n == 0:
+        raise ValueError("no batches to fit the latent statistics on")
     std = (total_sq / n - (total / n) ** 2) ** 0.5
-    return 1.0 / std
+    per = n // len(channel_sum)
+    channel_mean = channel_sum / per
+    channel_std = (channel_sq / per - channel_mean.pow(2)).clamp_min(0).sqrt()
+    return 1.0 / std, channel_mean.tolist(), channel_std.tolist()
 
 
 def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
@@ -210,11 +220,18 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     save_vae(vae, out / "final" / "vae")
     vae.load_state_dict(ema.state_dict(), strict=False)
     summary: dict[str, Any] = {"step": step, "loss": last.get("loss"), "out": str(out)}
-    if w.scaling_batches > 0 and not (recipe.model.init or recipe.model.vae):
+    from_scratch = not (recipe.model.init or recipe.model.vae)
+    fit_channels = w.channel_statistics and vae.config.latents_std is None
+    if w.scaling_batches > 0 and (from_scratch or fit_channels):
         # Drawn past the end of the run, from the last stage: data the schedule would show next.
         si, stage = len(recipe.stages) - 1, recipe.stages[-1]
         vae.eval()
-        factor = fit_scaling_factor(vae, (batch_at(si, stage, end + k)[1] for k in range(w.scaling_batches)))
-        vae.config.scaling_factor = summary["scaling_factor"] = factor
+        factor, channel_mean, channel_std = fit_latent_statistics(
+            vae, (batch_at(si, stage, end + k)[1] for k in range(w.scaling_batches)))
+        if from_scratch:
+            vae.config.scaling_factor = summary["scaling_factor"] = factor
+        if fit_channels:
+            vae.config.latents_mean, vae.config.latents_std = tuple(channel_mean), tuple(channel_std)
+            summary["latents_std"] = channel_std
     save_vae(vae, out / "final" / "vae_ema")
     return summary

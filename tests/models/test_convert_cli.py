@@ -114,6 +114,18 @@ def test_vae_from_another_run_replaces_the_final_folders(tmp_path, tiny_models, 
     assert meta["hashes"]["vae/diffusion_pytorch_model.safetensors"] == "sha256:" + digest
     assert main(["convert", str(src), str(tmp_path / "x"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / "nothing")]) == 1
     assert "--vae: found no VAE checkpoint in" in capsys.readouterr().err
+    # a VAE that scales latents otherwise would hand the DiT latents it never saw: refused
+    from dataclasses import replace
+
+    for name, config in [("factor", replace(vae.config, scaling_factor=0.5)),
+                         ("channels", replace(vae.config, latents_mean=[0.0] * 16, latents_std=[2.0] * 16))]:
+        save_vae(_random(build_vae(config), 8), tmp_path / name)
+        assert main(["convert", str(src), str(tmp_path / f"x-{name}"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert f"--vae: {tmp_path / name} scales latents by" in err and f"was trained with its VAE's scaling_factor {vae.config.scaling_factor}" in err
+    save_vae(_random(build_vae(replace(vae.config, latents_mean=[0.0] * 16, latents_std=[2.0] * 16)), 9), src / "vae")
+    assert main(["convert", str(src), str(tmp_path / "y"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / "channels")]) == 0
+    assert load_vae(tmp_path / "y").config.latents_std == (2.0,) * 16
 
 
 def test_single_file_to_diffusers(tmp_path, tiny_models):

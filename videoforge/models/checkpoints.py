@@ -473,6 +473,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     has_vae = _holds(vae_src, VAE)
     if vae_src != src and not has_vae:
         raise CheckpointError(f"--vae: found no VAE checkpoint in {vae_src}")
+    if vae_src != src and _holds(src, VAE):
+        _check_same_latent_scaling(src, vae_src)
     kinds = [kind for kind, held in ((DIT, _holds(dit_src, DIT)), (VAE, has_vae)) if held]
     if not kinds:
         raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
@@ -486,6 +488,28 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     if to == "model-folder":
         written += _finish_model_folder(src, dst, written)
     return written
+
+
+def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
+    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike."""
+    configs = [_resolve(p, VAE).config for p in (src, vae_src)]
+    if any(c is None for c in configs):
+        return  # a bare weights file: no config to compare
+    theirs, ours = (_config_from_json(VAE, c) for c in configs)
+
+    def scaling(c: VAEConfig) -> str:
+        if c.latents_std is None:
+            return f"scaling_factor {c.scaling_factor}"
+        return f"per-channel latents_mean/latents_std (std {[round(v, 4) for v in c.latents_std]})"
+
+    def key(c: VAEConfig) -> Any:  # the statistics replace the factor where there are any
+        return c.scaling_factor if c.latents_std is None else (c.latents_mean, c.latents_std)
+
+    if key(theirs) != key(ours):
+        raise CheckpointError(
+            f"--vae: {vae_src} scales latents by {scaling(ours)}, but the DiT in {src} was trained with its VAE's "
+            f"{scaling(theirs)}; a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
+        )
 
 
 def _finish_model_folder(src: Path, dst: Path, weights: list[Path]) -> list[Path]:

@@ -132,7 +132,8 @@ def fit_latent_statistics(vae: torch.nn.Module, batches: Iterable[torch.Tensor])
     std = (total_sq / n - (total / n) ** 2) ** 0.5
     per = n // len(channel_sum)
     channel_mean = channel_sum / per
-    channel_std = (channel_sq / per - channel_mean.pow(2)).clamp_min(0).sqrt()
+    # A channel the encoder left constant would divide by zero: floor its std at 1e-3 of the overall.
+    channel_std = (channel_sq / per - channel_mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3 * std)
     return 1.0 / std, channel_mean.tolist(), channel_std.tolist()
 
 

@@ -188,3 +188,5 @@ def test_channel_statistics_give_each_latent_channel_unit_variance_once(squares,
     assert scaled.mean(1).abs().max() < 0.3 and ((scaled.std(1) > 0.7) & (scaled.std(1) < 1.4)).all()
     _, again = run(tmp_path / "run" / "final" / "vae_ema", tmp_path / "again")
     assert again.config.latents_std == vae.config.latents_std and again.config.latents_mean == vae.config.latents_mean
+    with pytest.raises(ValueError, match="channel_statistics needs vae_loss.scaling_batches > 0"):
+        recipe_from_dict({"task": "vae", "vae_loss": {"channel_statistics": True, "scaling_batches": 0}})

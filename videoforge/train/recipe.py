@@ -163,6 +163,10 @@ class VAELossSection:
     # becomes an image code of frame 4k, so an image-trained VAE starts with motion in its latents.
     concentrate_temporal_taps: bool = False
 
+    def __post_init__(self) -> None:
+        if self.channel_statistics and self.scaling_batches <= 0:
+            raise ValueError("vae_loss.channel_statistics needs vae_loss.scaling_batches > 0: the batches they are fitted on")
+
 
 @dataclass
 class RunSection:

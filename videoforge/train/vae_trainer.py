@@ -119,21 +119,20 @@ def vae_step(vae, disc, lpips, opt, opt_d, pixels, recipe: Recipe, step: int) ->
 def fit_latent_statistics(vae: torch.nn.Module, batches: Iterable[torch.Tensor]) -> tuple[float, list[float], list[float]]:
     """Over `batches` of pixels, the posterior means' (1 / std, per-channel means, per-channel stds):
     latents * factor, or (latents - mean) / std per channel, have unit variance."""
-    total, total_sq, n = 0.0, 0.0, 0
-    channel_sum = channel_sq = None
+    sums = sq_sums = None  # per channel, over every other dimension
+    per = 0  # values per channel so far
     for pixels in batches:
-        mean = vae.encode(pixels).mean.double()
-        total, total_sq, n = total + mean.sum().item(), total_sq + mean.pow(2).sum().item(), n + mean.numel()
-        per_channel = mean.transpose(0, 1).flatten(1)  # [C, everything else]
-        s, sq = per_channel.sum(1), per_channel.pow(2).sum(1)
-        channel_sum, channel_sq = (s, sq) if channel_sum is None else (channel_sum + s, channel_sq + sq)
-    if n == 0:
+        mean = vae.encode(pixels).mean.double().transpose(0, 1).flatten(1)  # [C, everything else]
+        s, sq = mean.sum(1), mean.pow(2).sum(1)
+        sums, sq_sums = (s, sq) if sums is None else (sums + s, sq_sums + sq)
+        per += mean.shape[1]
+    if sums is None:
         raise ValueError("no batches to fit the latent statistics on")
-    std = (total_sq / n - (total / n) ** 2) ** 0.5
-    per = n // len(channel_sum)
-    channel_mean = channel_sum / per
+    n = per * len(sums)
+    std = (sq_sums.sum() / n - (sums.sum() / n) ** 2).sqrt().item()
+    channel_mean = sums / per
     # A channel the encoder left constant would divide by zero: floor its std at 1e-3 of the overall.
-    channel_std = (channel_sq / per - channel_mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3 * std)
+    channel_std = (sq_sums / per - channel_mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3 * std)
     return 1.0 / std, channel_mean.tolist(), channel_std.tolist()
 
 

@@ -1,10 +1,11 @@
 """The classical-vision scorer recovers what the renderer drew."""
 
+import cv2
 import numpy as np
 import pytest
 
 from videoforge.synthetic.evaluate import (
-    classify_motion, classify_shape, detect_objects, nearest_colour, score_video, scorer_accuracy,
+    classify_motion, classify_shape, detect_objects, nearest_colour, score_video, scorer_accuracy, shape_template_overlaps,
 )  # fmt: skip
 from videoforge.synthetic.shapes import BACKGROUNDS, COLOURS, SHAPES, SceneConfig, SceneSpec, ShapeSpec, coverage, render, sample_scene
 
@@ -34,6 +35,44 @@ def test_classify_shape_across_sizes_and_rotations(shape, radius, angle):
     mask = (coverage(shape, 31.6, 32.3, radius, angle, 64, 64) > 0.5).astype(np.uint8)
     big = np.kron(mask, np.ones((4, 4), np.uint8))
     assert classify_shape(big) == shape
+
+
+def _degraded(name: str) -> np.ndarray:
+    """A 64x64 mask of a shape as a generator or a VAE might draw it, upsampled 4x like the scorer's."""
+    circle = coverage("circle", 32, 32, 12, 0, 64, 64)
+    if name == "oval":  # a circle stretched 1.15 : 1
+        mask = cv2.resize(circle, None, fx=1.15, fy=1 / 1.15, interpolation=cv2.INTER_LINEAR) > 0.5
+    elif name == "bumpy circle":  # a small blob stuck to its side
+        yy, xx = np.mgrid[:64, :64]
+        mask = (circle > 0.5) | ((xx - 44) ** 2 + (yy - 32) ** 2 <= 16)
+    elif name == "blurred star":  # points softened by a blur of 2 px
+        mask = cv2.GaussianBlur(coverage("star", 32, 32, 8, 5, 64, 64), (0, 0), 2.0) > 0.5
+    elif name == "rounded square":  # corners rounded with a 9 px disc
+        square = (coverage("square", 32, 32, 12, 0, 64, 64) > 0.5).astype(np.uint8)
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+        mask = cv2.dilate(cv2.erode(square, disc), disc) > 0
+    else:
+        mask = cv2.GaussianBlur(coverage("triangle", 32, 32, 12, 5, 64, 64), (0, 0), 2.0) > 0.5
+    return np.kron(mask.astype(np.uint8), np.ones((4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("name,shape", [("oval", "circle"), ("bumpy circle", "circle"), ("blurred star", "star"),
+                                        ("rounded square", "square"), ("blurred triangle", "triangle")])
+def test_imperfect_shapes_read_as_the_nearest_shape(name, shape):
+    # The enclosing-shape rule this scorer replaced read the first two as squares and the star as a circle:
+    # any bump grew the enclosing circle, and a soft star passed its solidity test.
+    overlaps = shape_template_overlaps(_degraded(name))
+    assert max(overlaps, key=overlaps.get) == shape, overlaps
+    assert classify_shape(_degraded(name)) == shape
+
+
+def test_template_overlaps_are_exact_on_clean_shapes_and_reject_empty_masks():
+    for shape in SHAPES:
+        mask = (coverage(shape, 30.3, 33.6, 14.0, 7.0, 64, 64) > 0.5).astype(np.uint8)
+        overlaps = shape_template_overlaps(np.kron(mask, np.ones((4, 4), np.uint8)))
+        assert overlaps[shape] > 0.9 and all(v < 0.86 for k, v in overlaps.items() if k != shape), (shape, overlaps)
+    with pytest.raises(ValueError, match="empty mask"):
+        shape_template_overlaps(np.zeros((32, 32), np.uint8))
 
 
 def test_two_objects_are_told_apart_by_colour():

@@ -5,9 +5,11 @@ The scorer knows nothing of the renderer's internals; it looks at pixels only:
 - objects: connected components of pixels far (RGB distance) from the background; each one's
   colour is the median of its core pixels, named by the nearest palette colour in CIE Lab;
 - shape: the component's soft coverage (projection of each pixel onto object-minus-background
-  colour), upsampled and cut at 1/2, so the contour follows the anti-aliased edge. A star is the
-  only non-convex shape (solidity ~0.56); the others are told apart by how well they fill their
-  minimal enclosing circle, rectangle and triangle (each fills its own exactly);
+  colour), upsampled and cut at 1/2, so the contour follows the anti-aliased edge. It is named by
+  the shape whose template (the renderer's geometry at the same area, centred on the object's
+  centroid, best of its rotations) overlaps it most (IoU). An imperfect shape reads as the one it
+  is nearest to; an earlier rule (fill of the minimal enclosing circle, rectangle and triangle, and
+  convex-hull solidity for stars) read every bump as a square and blurred stars as circles;
 - motion: a least-squares line through the centroid track and the log-area track; translation
   and size change are compared, each relative to its own threshold.
 
@@ -30,12 +32,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videoforge.synthetic.shapes import (COLOURS, HOLDOUT, MOTIONS, SHAPES, SceneConfig, SceneSpec, ShapeSpec, render, sample_scene,
-                                         with_article)
+from videoforge.synthetic.shapes import (COLOURS, EXTENT, HOLDOUT, MOTIONS, SHAPES, SceneConfig, SceneSpec, ShapeSpec, render, sample_scene,
+                                         shape_polygon, with_article)
 
 FOREGROUND_DISTANCE = 40.0  # RGB distance from the background that counts as foreground
 MIN_AREA_FRACTION = 0.002  # smaller components are noise
-STAR_SOLIDITY = 0.8  # area / convex hull area below this: a star
+TEMPLATE_ANGLE_STEP = 3.0  # degrees between the rotations of each template that are tried
 MIN_TRAVEL = 0.12  # centroid travel over the clip (fraction of the frame side) that counts as motion
 MIN_SCALE = math.log(1.35)  # |log area ratio| over the clip that counts as growing/shrinking
 _UPSAMPLE = 4
@@ -73,21 +75,46 @@ class Detection:
     area: float  # pixels, from the soft coverage
 
 
+# rotational symmetry of each polygon: its templates need only rotations within one period
+_SYMMETRY_PERIOD = {"square": 90.0, "triangle": 120.0, "star": 72.0}
+_SUBPIXEL_BITS = 4  # OpenCV fractional bits of the template's vertex coordinates
+
+
+def shape_template_overlaps(mask: np.ndarray) -> dict[str, float]:
+    """IoU of a binary mask (uint8, one object) with each shape's template: the renderer's
+    geometry at the mask's area, centred on its centroid, at the best of the shape's rotations
+    (`TEMPLATE_ANGLE_STEP` apart)."""
+    m = cv2.moments(mask, binaryImage=True)
+    if m["m00"] <= 0:
+        raise ValueError("shape_template_overlaps: empty mask")
+    radius = math.sqrt(m["m00"] / math.pi)  # every shape has the area of a circle of its radius
+    pad = int(math.ceil(max(EXTENT.values()) * radius)) + 2
+    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    x0, y0 = max(int(cx) - pad, 0), max(int(cy) - pad, 0)
+    crop = mask[y0 : int(cy) + pad, x0 : int(cx) + pad] > 0  # every template fits in this window
+    cx, cy, sub = cx - x0, cy - y0, 1 << _SUBPIXEL_BITS
+    overlaps = {}
+    for shape in SHAPES:
+        best = 0.0
+        angles = np.arange(0.0, _SYMMETRY_PERIOD[shape], TEMPLATE_ANGLE_STEP) if shape != "circle" else [0.0]
+        for angle in angles:
+            template = np.zeros(crop.shape, np.uint8)
+            if shape == "circle":
+                centre = (int(round(cx * sub)), int(round(cy * sub)))
+                cv2.circle(template, centre, int(round(radius * sub)), 1, -1, cv2.LINE_8, _SUBPIXEL_BITS)
+            else:
+                pts = shape_polygon(shape, cx, cy, radius, float(angle))
+                cv2.fillPoly(template, [np.round(pts * sub).astype(np.int32)], 1, cv2.LINE_8, _SUBPIXEL_BITS)
+            inside = template > 0
+            best = max(best, float((crop & inside).sum() / max((crop | inside).sum(), 1)))
+        overlaps[shape] = best
+    return overlaps
+
+
 def classify_shape(mask: np.ndarray) -> str:
-    """Shape name of a binary mask (uint8, one object)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        raise ValueError("classify_shape: empty mask")
-    contour = max(contours, key=cv2.contourArea)
-    area = cv2.contourArea(contour)
-    hull = cv2.convexHull(contour)
-    if area <= 0 or area / max(cv2.contourArea(hull), 1e-9) < STAR_SOLIDITY:
-        return "star"
-    _, r = cv2.minEnclosingCircle(contour)
-    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
-    tri_area, _ = cv2.minEnclosingTriangle(hull.astype(np.float32))
-    fills = {"circle": area / (math.pi * r * r), "square": area / max(rw * rh, 1e-9), "triangle": area / max(tri_area, 1e-9)}
-    return max(fills, key=fills.get)
+    """Shape name of a binary mask (uint8, one object): the best-overlapping template."""
+    overlaps = shape_template_overlaps(mask)
+    return max(overlaps, key=overlaps.get)
 
 
 def detect_objects(frame: np.ndarray, max_objects: int = 2) -> list[Detection]:

@@ -9,9 +9,9 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, summarise, vae_colour_separation, vae_psnr,
+from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, summarise, vae_colour_separation, vae_psnr, vae_shape_separation,
                                           vae_round_trip)
-from videoforge.synthetic.shapes import COLOURS, HOLDOUT, MOTIONS, SHAPES
+from videoforge.synthetic.shapes import BACKGROUNDS, COLOURS, HOLDOUT, MOTIONS, SHAPES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM encoder comes from its package, never the hub
 
@@ -90,6 +90,7 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert "VAE reconstruction PSNR" in text
     assert len(report["vae_colour_separation"]["pairs"]) == len(COLOURS) * (len(COLOURS) - 1) // 2
     assert "VAE colour separation: closest pair" in text
+    assert set(report["vae_shape_separation"]["per_colour"]) == set(COLOURS) and "VAE shape separation (star/circle" in text
     asked = sum(row["asked"] for row in report["misreads"]["colour"].values())
     assert asked == len(report["results"]) and "per colour: " in text and "per motion: " in text
 
@@ -129,6 +130,18 @@ def test_colour_separation_of_pixel_latents_follows_the_palette_distances():
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
     closest = min(itertools.combinations(COLOURS, 2), key=lambda p: np.linalg.norm(rgb[p[0]] - rgb[p[1]]))
     assert sep["closest"] == "/".join(closest) and sep["distance"] == min(sep["pairs"].values())
+
+
+def test_shape_separation_of_pixel_latents_follows_each_colours_contrast():
+    import numpy as np
+
+    sep = vae_shape_separation(Identity(), 64, 64)
+    # a star and a circle of one colour differ by (colour - background) times their coverage difference,
+    # the same for every colour: so each colour's separation is its mean contrast with the backgrounds, scaled
+    contrast = {c: np.mean([np.linalg.norm(np.subtract(rgb, bg, dtype=float)) for bg in BACKGROUNDS.values()]) for c, rgb in COLOURS.items()}
+    ratios = [sep["per_colour"][c] / contrast[c] for c in COLOURS]
+    assert max(ratios) == pytest.approx(min(ratios), rel=0.02)
+    assert sep["weakest"] == min(contrast, key=contrast.get) and sep["distance"] == min(sep["per_colour"].values())
 
 
 def test_eval_cli_errors(tmp_path, capsys):

@@ -330,8 +330,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "the right\"), including colour/shape/motion combinations held out of `synth` datasets, score colour, "
         "shape and motion direction on the frames with classical vision (per attribute, and per asked value with "
         "what the misses were read as), and measure the VAE's reconstruction "
-        "PSNR on fresh renders and how far apart it keeps the palette colours in latent space (a DiT confuses "
-        "colours that sit close). --check-scorer instead measures the scorer itself on rendered ground truth.",
+        "PSNR on fresh renders, how far apart it keeps the palette colours in latent space (a DiT confuses "
+        "colours that sit close) and, per colour, a star from a circle (a DiT draws a faintly coded colour's shapes "
+        "worse). --check-scorer instead measures the scorer itself on rendered ground truth.",
     )
     s.add_argument("--model-dir", help="model folder (default: the bundled tiny model)")
     s.add_argument("--out", metavar="DIR", help="write report.json and the generated videos here")

@@ -9,7 +9,7 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, summarise, vae_colour_separation, vae_psnr, vae_shape_separation,
+from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, shape_by_colour, summarise, vae_colour_separation, vae_psnr, vae_shape_separation,
                                           vae_round_trip)
 from videoforge.synthetic.shapes import BACKGROUNDS, COLOURS, HOLDOUT, MOTIONS, SHAPES
 
@@ -57,6 +57,7 @@ def test_summarise_counts_each_attribute():
     reads = misreads(r)
     assert reads["colour"] == {"red": {"asked": 2, "right": 2, "read_as": {}}, "blue": {"asked": 1, "right": 0, "read_as": {"none": 1}}}
     assert reads["shape"]["star"] == {"asked": 3, "right": 1, "read_as": {"circle": 1, "none": 1}}
+    assert shape_by_colour(r) == {"red": {"asked": 2, "right": 1}, "blue": {"asked": 1, "right": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,8 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert len(report["vae_colour_separation"]["pairs"]) == len(COLOURS) * (len(COLOURS) - 1) // 2
     assert "VAE colour separation: closest pair" in text
     assert set(report["vae_shape_separation"]["per_colour"]) == set(COLOURS) and "VAE shape separation (star/circle" in text
+    assert sum(row["asked"] for row in report["shape_by_colour"].values()) == len(report["results"])
+    assert "shape right per asked colour: " in text
     asked = sum(row["asked"] for row in report["misreads"]["colour"].values())
     assert asked == len(report["results"]) and "per colour: " in text and "per motion: " in text
 

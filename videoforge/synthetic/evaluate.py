@@ -381,6 +381,17 @@ def misreads(results: list[EvalResult]) -> dict[str, dict[str, dict[str, Any]]]:
     return {attr: dict(sorted(rows.items(), key=lambda kv: order[attr].index(kv[0]))) for attr, rows in table.items()}
 
 
+def shape_by_colour(results: list[EvalResult]) -> dict[str, dict[str, int]]:
+    """Per asked colour: prompts, and how many came out in the asked shape, e.g. {"green": {"asked": 21,
+    "right": 8}}. A DiT draws the shapes of a colour its VAE codes faintly worse (`vae_shape_separation`)."""
+    table: dict[str, dict[str, int]] = {}
+    for r in results:
+        row = table.setdefault(r.expected["colour"], {"asked": 0, "right": 0})
+        row["asked"] += 1
+        row["right"] += r.found.get("shape") == r.expected["shape"]
+    return dict(sorted(table.items(), key=lambda kv: _PALETTE_NAMES.index(kv[0])))
+
+
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
                    cfg_scale: float | None = None, flow_shift: float | None = None, batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
@@ -420,7 +431,7 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
         "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
-        "misreads": misreads(results),
+        "misreads": misreads(results), "shape_by_colour": shape_by_colour(results),
         "vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
         "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "vae_colour_separation": separation,
         "vae_shape_separation": shape_separation,
@@ -448,6 +459,9 @@ def format_report(report: dict[str, Any]) -> str:
             misses = ", ".join(f"{k} {n}" for k, n in sorted(row["read_as"].items(), key=lambda kv: -kv[1]))
             cells.append(f"{value} {row['right']}/{row['asked']}" + (f" (read as {misses})" if misses else ""))
         lines.append(f"per {attr}: " + "; ".join(cells))
+    by_colour = report.get("shape_by_colour")
+    if by_colour:
+        lines.append("shape right per asked colour: " + "; ".join(f"{c} {row['right']}/{row['asked']}" for c, row in by_colour.items()))
     if report["vae_psnr_db"] is not None:
         lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
     ceiling = report.get("vae_round_trip_accuracy")

@@ -347,6 +347,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--psnr-samples", type=int, default=8, help="fresh clips for the VAE PSNR; 0 skips it (default: %(default)s)")
     s.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     s.add_argument("--check-scorer", type=int, metavar="N", help="score N rendered clips (no model) and print the scorer's accuracy")
+    s.add_argument("--vae", metavar="DIR",
+                   help="measure only this VAE (any layout `convert` reads, e.g. a training run's final/vae_ema): PSNR and "
+                        "the scorer on --psnr-samples round trips of 64x64x17 clips, and its colour and per-colour shape "
+                        "separations; no generation, no DiT")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -361,6 +365,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                 acc = evaluate.scorer_accuracy(args.check_scorer, seed=args.seed, crf=crf)
                 print(f"scorer on {args.check_scorer} rendered clips" + (f" (H.264 crf {crf})" if crf else "") + ": "
                       + json.dumps({k: round(v, 4) for k, v in acc.items()}))
+            return 0
+        if args.vae is not None:
+            from videoforge.models import load_vae
+
+            try:
+                vae = load_vae(args.vae, device=args.device)
+            except (ValueError, FileNotFoundError) as e:
+                raise CLIError(str(e)) from None
+            report = {"vae": args.vae, "seed": args.seed, **evaluate.vae_report(vae, args.psnr_samples, 64, 64, 17, args.seed)}
+            if args.out:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2))
+            print("\n".join(evaluate.format_vae_report(report)))
             return 0
         from videoforge.bundled import bundled_model_dir
 

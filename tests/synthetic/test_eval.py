@@ -147,6 +147,18 @@ def test_shape_separation_of_pixel_latents_follows_each_colours_contrast():
     assert sep["weakest"] == min(contrast, key=contrast.get) and sep["distance"] == min(sep["per_colour"].values())
 
 
+def test_eval_cli_measures_a_vae_alone(random_model_dir, tmp_path, capsys):
+    out = tmp_path / "vae-eval"
+    assert main(["eval", "shapes", "--vae", str(random_model_dir / "vae"), "--psnr-samples", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["psnr_samples"] == 1 and report["vae_psnr_db"] is not None and "VAE reconstruction PSNR" in text
+    assert set(report["vae_shape_separation"]["per_colour"]) == set(COLOURS) and "VAE shape separation" in text
+    assert "prompts" not in text  # nothing generated
+    assert main(["eval", "shapes", "--vae", str(tmp_path / "missing")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
 def test_eval_cli_errors(tmp_path, capsys):
     assert main(["eval", "shapes", "--model-dir", str(tmp_path / "missing"), "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -392,6 +392,19 @@ def shape_by_colour(results: list[EvalResult]) -> dict[str, dict[str, int]]:
     return dict(sorted(table.items(), key=lambda kv: _PALETTE_NAMES.index(kv[0])))
 
 
+def vae_report(vae: Any, psnr_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> dict[str, Any]:
+    """What `eval shapes` measures of a VAE alone: reconstruction PSNR and the scorer on round trips of
+    `psnr_samples` fresh clips (None where 0), and its colour and per-colour shape separations."""
+    import torch
+
+    with torch.no_grad():
+        trip = vae_round_trip(vae, psnr_samples, height, width, num_frames, seed=seed) if psnr_samples else None
+    return {"vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
+            "vae_round_trip_accuracy": trip["accuracy"] if trip else None,
+            "vae_colour_separation": vae_colour_separation(vae, height, width),
+            "vae_shape_separation": vae_shape_separation(vae, height, width)}
+
+
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
                    cfg_scale: float | None = None, flow_shift: float | None = None, batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
@@ -423,18 +436,12 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
                 write_mp4(video.frames, out / path, fps=video.fps)
             results.append(EvalResult(p.prompt, p.held_out, {"colour": p.colour, "shape": p.shape, "motion": p.motion},
                                       asdict(found[0]) if found else {}, path))
-    with torch.no_grad():
-        trip = vae_round_trip(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed=seed) if psnr_samples else None
-    separation = vae_colour_separation(pipe.vae, d.height, d.width)
-    shape_separation = vae_shape_separation(pipe.vae, d.height, d.width)
     report = {
         "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
         "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
         "misreads": misreads(results), "shape_by_colour": shape_by_colour(results),
-        "vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
-        "vae_round_trip_accuracy": trip["accuracy"] if trip else None, "vae_colour_separation": separation,
-        "vae_shape_separation": shape_separation,
+        **vae_report(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed),
         "results": [asdict(r) for r in results],
     }  # fmt: skip
     if out is not None:
@@ -462,6 +469,12 @@ def format_report(report: dict[str, Any]) -> str:
     by_colour = report.get("shape_by_colour")
     if by_colour:
         lines.append("shape right per asked colour: " + "; ".join(f"{c} {row['right']}/{row['asked']}" for c, row in by_colour.items()))
+    return "\n".join(lines + format_vae_report(report))
+
+
+def format_vae_report(report: dict[str, Any]) -> list[str]:
+    """The lines of a report that describe its VAE (`vae_report`)."""
+    lines = []
     if report["vae_psnr_db"] is not None:
         lines.append(f"VAE reconstruction PSNR: {report['vae_psnr_db']:.2f} dB over {report['psnr_samples']} fresh clips")
     ceiling = report.get("vae_round_trip_accuracy")
@@ -476,4 +489,5 @@ def format_report(report: dict[str, Any]) -> str:
     if shapes:
         lines.append("VAE shape separation (star/circle, per colour; faint colours' shapes come out worse): "
                      + ", ".join(f"{c} {v:.1f}" for c, v in sorted(shapes["per_colour"].items(), key=lambda kv: kv[1])))
-    return "\n".join(lines)
+    return lines
+

@@ -373,7 +373,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                 vae = load_vae(args.vae, device=args.device)
             except (ValueError, FileNotFoundError) as e:
                 raise CLIError(str(e)) from None
-            report = {"vae": args.vae, "seed": args.seed, **evaluate.vae_report(vae, args.psnr_samples, 64, 64, 17, args.seed)}
+            world = evaluate.SceneConfig()  # the size and length the shapes world renders by default
+            report = {"vae": args.vae, "seed": args.seed,
+                      **evaluate.vae_report(vae, args.psnr_samples, world.height, world.width, world.num_frames, args.seed)}
             if args.out:
                 Path(args.out).mkdir(parents=True, exist_ok=True)
                 (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2))

@@ -287,6 +287,13 @@ def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_fram
     return {"psnr_db": float(np.mean(values)), "accuracy": accuracy, "scored": scored}
 
 
+def _centred_still(width: int, height: int, background: str, shape: str, colour: str) -> SceneSpec:
+    """One still object of the mean radius in the middle of the frame."""
+    radius = float(np.mean(SceneConfig().radius)) * min(height, width)
+    centre = (width / 2, height / 2)
+    return SceneSpec(width, height, 1, background, (ShapeSpec(shape, colour, "still", centre, centre, (radius, radius)),))
+
+
 def _model_latents(vae: Any, specs: list[SceneSpec]) -> Any:
     """Posterior modes of one-frame scenes in the DiT's units (through `latents_to_model`), on the CPU."""
     import torch
@@ -307,10 +314,7 @@ def vae_colour_separation(vae: Any, height: int, width: int) -> dict[str, Any]:
     a VAE that kept them 11 apart the same DiT recipe drew 18/18 of each (image-only, 3,000 steps)."""
     import itertools
 
-    radius = float(np.mean(SceneConfig().radius)) * min(height, width)
-    centre = (width / 2, height / 2)
-    z = _model_latents(vae, [SceneSpec(width, height, 1, "black", (ShapeSpec("circle", c, "still", centre, centre, (radius, radius)),))
-                             for c in _PALETTE_NAMES])
+    z = _model_latents(vae, [_centred_still(width, height, "black", "circle", c) for c in _PALETTE_NAMES])
     pairs = {f"{a}/{b}": float((z[i] - z[j]).norm()) for (i, a), (j, b) in itertools.combinations(enumerate(_PALETTE_NAMES), 2)}
     closest = min(pairs, key=pairs.get)
     return {"closest": closest, "distance": pairs[closest], "pairs": pairs}
@@ -322,11 +326,8 @@ def vae_shape_separation(vae: Any, height: int, width: int) -> dict[str, Any]:
     the backgrounds. The shapes of a colour the VAE codes faintly are drawn worse: the bundled
     model's VAE keeps yellow stars 19 from yellow circles and green ones 2.6, and its DiT drew the
     asked shape for 92% of the yellow prompts and 38% of the green ones."""
-    radius = float(np.mean(SceneConfig().radius)) * min(height, width)
-    centre = (width / 2, height / 2)
     backgrounds = list(BACKGROUNDS)
-    specs = [SceneSpec(width, height, 1, b, (ShapeSpec(s, c, "still", centre, centre, (radius, radius)),))
-             for c in _PALETTE_NAMES for b in backgrounds for s in ("circle", "star")]
+    specs = [_centred_still(width, height, b, s, c) for c in _PALETTE_NAMES for b in backgrounds for s in ("circle", "star")]
     z = _model_latents(vae, specs).reshape(len(_PALETTE_NAMES), len(backgrounds), 2, -1)
     per_colour = {c: float((z[i, :, 0] - z[i, :, 1]).norm(dim=-1).mean()) for i, c in enumerate(_PALETTE_NAMES)}
     weakest = min(per_colour, key=per_colour.get)
@@ -395,10 +396,7 @@ def shape_by_colour(results: list[EvalResult]) -> dict[str, dict[str, int]]:
 def vae_report(vae: Any, psnr_samples: int, height: int, width: int, num_frames: int, seed: int = 0) -> dict[str, Any]:
     """What `eval shapes` measures of a VAE alone: reconstruction PSNR and the scorer on round trips of
     `psnr_samples` fresh clips (None where 0), and its colour and per-colour shape separations."""
-    import torch
-
-    with torch.no_grad():
-        trip = vae_round_trip(vae, psnr_samples, height, width, num_frames, seed=seed) if psnr_samples else None
+    trip = vae_round_trip(vae, psnr_samples, height, width, num_frames, seed=seed) if psnr_samples else None
     return {"vae_psnr_db": trip["psnr_db"] if trip else None, "psnr_samples": psnr_samples,
             "vae_round_trip_accuracy": trip["accuracy"] if trip else None,
             "vae_colour_separation": vae_colour_separation(vae, height, width),

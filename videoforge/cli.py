@@ -367,18 +367,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                       + json.dumps({k: round(v, 4) for k, v in acc.items()}))
             return 0
         if args.vae is not None:
-            from videoforge.models import load_vae
-
+            if args.model_dir is not None:
+                raise CLIError("--vae measures a VAE alone; --model-dir evaluates a whole model: pass one of them")
             try:
-                vae = load_vae(args.vae, device=args.device)
+                report = evaluate.evaluate_vae(args.vae, args.out, seed=args.seed, psnr_samples=args.psnr_samples, device=args.device)
             except (ValueError, FileNotFoundError) as e:
                 raise CLIError(str(e)) from None
-            world = evaluate.SceneConfig()  # the size and length the shapes world renders by default
-            report = {"vae": args.vae, "seed": args.seed,
-                      **evaluate.vae_report(vae, args.psnr_samples, world.height, world.width, world.num_frames, args.seed)}
-            if args.out:
-                Path(args.out).mkdir(parents=True, exist_ok=True)
-                (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2))
             print("\n".join(evaluate.format_vae_report(report)))
             return 0
         from videoforge.bundled import bundled_model_dir

@@ -157,6 +157,8 @@ def test_eval_cli_measures_a_vae_alone(random_model_dir, tmp_path, capsys):
     assert "prompts" not in text  # nothing generated
     assert main(["eval", "shapes", "--vae", str(tmp_path / "missing")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+    assert main(["eval", "shapes", "--vae", str(random_model_dir / "vae"), "--model-dir", str(random_model_dir)]) == 1
+    assert "pass one of them" in capsys.readouterr().err
 
 
 def test_eval_cli_errors(tmp_path, capsys):

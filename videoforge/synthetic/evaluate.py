@@ -443,9 +443,27 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
         "results": [asdict(r) for r in results],
     }  # fmt: skip
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        _write_report(report, out)
     return report
+
+
+def evaluate_vae(vae_path: str | Path, out_dir: str | Path | None = None, seed: int = 0, psnr_samples: int = 8,
+                 device: str = "cpu") -> dict[str, Any]:
+    """`vae_report` of a VAE alone (any layout `load_vae` reads) at the shapes world's default size and
+    length; writes `report.json` to `out_dir` when given. Screens a VAE before any DiT is trained on it."""
+    from videoforge.models import load_vae
+
+    world = SceneConfig()
+    vae = load_vae(vae_path, device=device)
+    report = {"vae": str(vae_path), "seed": seed, **vae_report(vae, psnr_samples, world.height, world.width, world.num_frames, seed)}
+    if out_dir is not None:
+        _write_report(report, Path(out_dir))
+    return report
+
+
+def _write_report(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -238,11 +238,13 @@ SRC may be any layout load_dit/load_vae read:
                  diffusion_pytorch_model*.safetensors (sharded with its .index.json); or a pipeline
                  folder with transformer/ and vae/
   model folder   ours (SCHEMA.md): videoforge.json, transformer/, vae/ (diffusers layout)
-  checkpoint     a DiT run's mid-run checkpoint RUN/checkpoints/step_N/ (`videoforge train`): read
+  checkpoint     a training run's mid-run checkpoint RUN/checkpoints/step_N/ (`videoforge train`): read
                  as the run's final/ folder would be (architecture from RUN/recipe.json, the VAE the
                  recipe names), so --ema takes its EMA weights. To sample or evaluate step N:
                    videoforge convert RUN/checkpoints/step_00020000 m20k --to model-folder --ema
-                 A LoRA run's checkpoint gives DST/lora.safetensors (for generate --lora).
+                 A LoRA run's checkpoint gives DST/lora.safetensors (for generate --lora), a VAE
+                 run's its VAE (e.g. to screen a run early: `eval shapes --vae DST/vae`; its latent
+                 scaling factor is fitted only at the end, so compare distances within one VAE).
 
 --to:
   diffusers      config.json + diffusion_pytorch_model.safetensors (shards above 10 GiB), loadable by
@@ -257,7 +259,7 @@ When SRC holds both models, diffusers/official write DST/transformer/ and DST/va
     p.add_argument("--to", required=True, choices=["diffusers", "official", "model-folder"], help="target layout")
     p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
                    help="cast the weights (default: keep the stored dtypes; FP8 weights become bfloat16)")
-    p.add_argument("--ema", action="store_true", help="take the DiT's EMA weights (SRC/transformer_ema/ of a training run's final/ folder)")
+    p.add_argument("--ema", action="store_true", help="take the EMA weights (SRC/transformer_ema/ of a DiT run's final/ folder, or a run's checkpoint)")
     p.add_argument("--vae", metavar="PATH", help="take the VAE from PATH instead of SRC (e.g. a decoder-only fine-tune's "
                    "final/vae_ema, whose frozen encoder keeps the DiT's latents valid)")
 

@@ -92,6 +92,8 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert len(report["vae_colour_separation"]["pairs"]) == len(COLOURS) * (len(COLOURS) - 1) // 2
     assert "VAE colour separation: closest pair" in text
     assert set(report["vae_shape_separation"]["per_colour"]) == set(COLOURS) and "VAE shape separation (star/circle" in text
+    sep = report["vae_shape_separation"]["per_colour"].values()
+    assert f"(loudest/faintest {max(sep) / min(sep):.1f}x)" in text
     assert sum(row["asked"] for row in report["shape_by_colour"].values()) == len(report["results"])
     assert "shape right per asked colour: " in text
     asked = sum(row["asked"] for row in report["misreads"]["colour"].values())

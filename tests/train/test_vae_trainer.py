@@ -190,3 +190,40 @@ def test_channel_statistics_give_each_latent_channel_unit_variance_once(squares,
     assert again.config.latents_std == vae.config.latents_std and again.config.latents_mean == vae.config.latents_mean
     with pytest.raises(ValueError, match="channel_statistics needs vae_loss.scaling_batches > 0"):
         recipe_from_dict({"task": "vae", "vae_loss": {"channel_statistics": True, "scaling_batches": 0}})
+
+
+def test_a_vae_runs_mid_run_checkpoint_converts_to_its_vae(squares, tmp_path):
+    """`videoforge convert RUN/checkpoints/step_N DST --to model-folder [--ema]` of a VAE run:
+    step N's VAE (to screen a run before it ends), with the configured scaling factor (the fitted
+    one exists only at the end)."""
+    from safetensors.torch import load_file
+
+    from videoforge.cli import main
+    from videoforge.models import load_vae
+
+    r = recipe_from_dict({
+        "task": "vae", "optim": {"ema_decay": 0.5},
+        "model": {"preset": "tiny", "vae_config": {"block_out_channels": [8, 16, 16, 16], "norm_num_groups": 4}},
+        "vae_loss": {"l2": 1.0, "lpips": 0.0, "adversarial": 0.0, "kl": 0.0, "sample_posterior": False,
+                     "tiled_ratio": 0.0, "scaling_batches": 2},
+        "run": {"checkpoint_every": 2, "keep_checkpoints": 2},
+        "stages": [{"steps": 4, "lr": 1e-3, "anchors": [32], "frames": [1, 9], "token_budget": 32, "max_batch": 2}],
+    })
+    run = tmp_path / "run"
+    summary = train_vae(r, RunOptions(out=run, data=str(squares), progress=False))
+
+    def weights(folder):
+        return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+    for step, ema in ((4, True), (4, False), (2, True)):
+        out = tmp_path / f"v{step}{'-ema' if ema else ''}"
+        argv = ["convert", str(run / "checkpoints" / f"step_{step:08d}"), str(out), "--to", "model-folder"]
+        assert main(argv + (["--ema"] if ema else [])) == 0
+        assert not (out / "transformer").exists()
+        got, final = weights(out / "vae"), weights(run / "final" / ("vae_ema" if ema else "vae"))
+        assert got.keys() == final.keys()
+        same = all(torch.equal(got[k], final[k]) for k in final)
+        assert same == (step == 4), f"step {step}, ema {ema}: the last checkpoint is the final state, an earlier one is not"
+        vae = load_vae(out / "vae")
+        assert vae.config.block_out_channels == (8, 16, 16, 16)
+        assert vae.config.scaling_factor == 0.476986 != summary["scaling_factor"]  # the preset's, not the fitted one

@@ -503,7 +503,9 @@ def format_vae_report(report: dict[str, Any]) -> list[str]:
                      "(scaled-latent L2 between one circle in each colour)")
     shapes = report.get("vae_shape_separation")
     if shapes:
+        ranked = sorted(shapes["per_colour"].items(), key=lambda kv: kv[1])
         lines.append("VAE shape separation (star/circle, per colour; faint colours' shapes come out worse): "
-                     + ", ".join(f"{c} {v:.1f}" for c, v in sorted(shapes["per_colour"].items(), key=lambda kv: kv[1])))
+                     + ", ".join(f"{c} {v:.1f}" for c, v in ranked)
+                     + (f" (loudest/faintest {ranked[-1][1] / ranked[0][1]:.1f}x)" if ranked[0][1] > 0 else ""))
     return lines
 

@@ -81,20 +81,35 @@ def export_final(folder: Path, model: nn.Module, ema: EMA, recipe: Recipe, dims:
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> int:
     """Write `folder` as the run would write `final/`, from a mid-run checkpoint
-    `RUN/checkpoints/step_N/` of a DiT run (full or LoRA): to sample or evaluate step N while the
-    run goes on. The architecture comes from `RUN/recipe.json`, the VAE from the recipe's
-    `model.vae` (a path as the run saw it) or its seed. Returns N."""
+    `RUN/checkpoints/step_N/`: to sample or evaluate step N while the run goes on. The recipe comes
+    from `RUN/recipe.json`. A DiT run (full or LoRA) gives its weights and the VAE of the recipe's
+    `model.vae` (a path as the run saw it) or seed. A VAE run gives `vae/` and `vae_ema/`; a
+    from-scratch VAE's latent scaling factor is fitted only at the end, so step N's keeps the
+    configured one (its latent distances are comparable with each other, not with the final
+    VAE's). Returns N."""
     from videoforge.train.checkpoint import load_weights, require_checkpoint
     from videoforge.train.recipe import recipe_from_dict
-    from videoforge.train.trainer import build_model
 
     checkpoint = Path(checkpoint)
     require_checkpoint(checkpoint)  # before the recipe, so that a wrong path is called what it is
     recipe_file = checkpoint.parent.parent / "recipe.json"
     if not recipe_file.is_file():
         raise FileNotFoundError(f"{checkpoint}: no {recipe_file}; a checkpoint is exported from inside its run folder "
-                                "(RUN/checkpoints/step_N/), and only DiT runs write one")
+                                "(RUN/checkpoints/step_N/)")
     recipe = recipe_from_dict(json.loads(recipe_file.read_text()))
+    if recipe.task == "vae":
+        from videoforge.models import save_vae
+        from videoforge.train.vae_trainer import build_trainable_vae
+
+        vae = build_trainable_vae(recipe)
+        ema = EMA(vae, recipe.optim.ema_decay)
+        step = load_weights(checkpoint, vae, ema)
+        save_vae(vae, Path(folder) / "vae")
+        vae.load_state_dict(ema.state_dict(), strict=False)  # EMA of the trained parameters only
+        save_vae(vae, Path(folder) / "vae_ema")
+        return step
+    from videoforge.train.trainer import build_model
+
     model = build_model(recipe)
     ema = EMA(model, recipe.optim.ema_decay)
     step = load_weights(checkpoint, model, ema)
@@ -105,7 +120,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> int:
 def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **options: Any) -> list[Path]:
     """`convert_checkpoint` with a mid-run checkpoint as its source (`export_checkpoint` first).
     A LoRA run's checkpoint gives its adapters instead: `dst/lora.safetensors` (EMA with `ema=True`),
-    the file `generate --lora` reads."""
+    the file `generate --lora` reads. A VAE run's gives its VAE (EMA with `ema=True`)."""
     import shutil
     import tempfile
 
@@ -120,4 +135,7 @@ def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **o
         if lora.is_file():
             Path(dst).mkdir(parents=True, exist_ok=True)
             return [Path(shutil.copyfile(lora, Path(dst) / "lora.safetensors"))]
+        if not (Path(tmp) / "transformer").is_dir():  # a VAE run: its VAE alone, raw or EMA
+            return convert_checkpoint(Path(tmp) / ("vae_ema" if options.get("ema") else "vae"), dst, to,
+                                      **{**options, "ema": False})
         return convert_checkpoint(tmp, dst, to, **options)

@@ -36,6 +36,9 @@ from videoforge.train.trainer import RunOptions
 
 
 def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
+    """The VAE a recipe trains, before any step: loaded (`model.init` / `model.vae`) or seeded from
+    scratch, in train mode, with the parameters the recipe trains requiring grad (so an `EMA` of it
+    tracks exactly those)."""
     from videoforge.models import build_vae, load_vae
     from videoforge.models.vae import concentrate_temporal_taps
 
@@ -46,14 +49,18 @@ def build_trainable_vae(recipe: Recipe) -> torch.nn.Module:
         vae = load_vae(recipe.model.init or recipe.model.vae)
         if recipe.vae_loss.concentrate_temporal_taps:
             concentrate_temporal_taps(vae)
-        return vae
-    torch.manual_seed(recipe.run.seed)
-    vae = build_vae(vae_config(recipe))
-    if recipe.vae_loss.init_logvar is not None:
-        with torch.no_grad():  # quant_conv emits the moments: [mean, logvar] along channels
-            c = vae.config.latent_channels
-            vae.quant_conv.weight[c:] = 0.0
-            vae.quant_conv.bias[c:] = recipe.vae_loss.init_logvar
+    else:
+        torch.manual_seed(recipe.run.seed)
+        vae = build_vae(vae_config(recipe))
+        if recipe.vae_loss.init_logvar is not None:
+            with torch.no_grad():  # quant_conv emits the moments: [mean, logvar] along channels
+                c = vae.config.latent_channels
+                vae.quant_conv.weight[c:] = 0.0
+                vae.quant_conv.bias[c:] = recipe.vae_loss.init_logvar
+    vae.train().requires_grad_(True)
+    if not recipe.vae_loss.train_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     return vae
 
 
@@ -147,13 +154,11 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     items = load_items(path)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1, default=list))  # for `convert`
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     w = recipe.vae_loss
 
-    vae = build_trainable_vae(recipe).to(device).train().requires_grad_(True)
-    if not w.train_encoder:
-        vae.encoder.requires_grad_(False)
-        vae.quant_conv.requires_grad_(False)
+    vae = build_trainable_vae(recipe).to(device)
     torch.manual_seed(recipe.run.seed + 1)
     disc = PatchDiscriminator3D().to(device)
     lpips = (LPIPS.from_file(w.lpips_weights) if w.lpips_weights else LPIPS()).to(device) if w.lpips > 0 else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,6 +243,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def write_json(self, run_dir: Path) -> None:
+        """`run_dir/recipe.json`: what `convert` rebuilds a mid-run checkpoint's model from."""
+        (run_dir / "recipe.json").write_text(json.dumps(self.to_dict(), indent=1, default=list))
 
 
 def config_with_overrides(base: T, overrides: dict[str, Any], where: str) -> T:

@@ -248,7 +248,7 @@ def train(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     out = Path(opts.out)
     if dims.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1, default=list))
+        recipe.write_json(out)
     source, vae, text_encoder = build_source(recipe, opts.data, dims.device)
 
     model = build_model(recipe).to(dims.device)

@@ -154,7 +154,7 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     items = load_items(path)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1, default=list))  # for `convert`
+    recipe.write_json(out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     w = recipe.vae_loss
 

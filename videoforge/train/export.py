@@ -135,7 +135,7 @@ def convert_run_checkpoint(checkpoint: str | Path, dst: str | Path, to: str, **o
         if lora.is_file():
             Path(dst).mkdir(parents=True, exist_ok=True)
             return [Path(shutil.copyfile(lora, Path(dst) / "lora.safetensors"))]
-        if not (Path(tmp) / "transformer").is_dir():  # a VAE run: its VAE alone, raw or EMA
+        if (Path(tmp) / "vae_ema").is_dir():  # a VAE run (a DiT run's export has vae/ only): its VAE, raw or EMA
             return convert_checkpoint(Path(tmp) / ("vae_ema" if options.get("ema") else "vae"), dst, to,
                                       **{**options, "ema": False})
         return convert_checkpoint(tmp, dst, to, **options)

@@ -54,7 +54,7 @@ def test_generates_at_its_own_defaults_and_follows_the_prompt(pipe):
     a, b = pipe(["a red circle moving to the right", "a blue square moving down"], seed=0)
     assert a.frames.shape == b.frames.shape == (d.num_frames, d.height, d.width, 3)
     assert score_video(a.frames), "no object stands out from the background"
-    # the card's evaluation: motion 98%, colour 81% (red 18/18, blue 13/18; orange is the weak one).
+    # the card's evaluation: motion 98%, colour 80% (red 18/18, blue 13/18; orange is the weak one).
     # Each video draws the asked colour, moving the asked way
     assert [(score_video(v.frames)[0].colour, score_video(v.frames)[0].motion) for v in (a, b)] == [
         ("red", "right"), ("blue", "down")]
@@ -67,6 +67,6 @@ def test_vae_round_trips_fresh_renders(pipe):
 
     d = pipe.defaults
     with torch.no_grad():
-        # the card: 24.27 dB over 16 clips. On these 4 clips the long decoder fine-tune gives 22.6 dB,
-        # the 500-step decoder before it 21.7 dB
-        assert vae_psnr(pipe.vae, 4, d.height, d.width, d.num_frames, seed=123) > 22.2
+        # the card: 24.73 dB over 16 clips. On these 4 clips the L2 decoder run gives 23.1 dB, the
+        # long decoder before it 22.6 dB, the 500-step decoder 21.7 dB
+        assert vae_psnr(pipe.vae, 4, d.height, d.width, d.num_frames, seed=123) > 22.9

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from videoforge.train.losses import LPIPS, PatchDiscriminator3D, hinge_d_loss, video_lpips
 from videoforge.train.recipe import recipe_from_dict
+from videoforge.train.sources import vae_config
 from videoforge.train.vae_trainer import train_vae
 from videoforge.train.trainer import RunOptions
 
@@ -226,4 +227,4 @@ def test_a_vae_runs_mid_run_checkpoint_converts_to_its_vae(squares, tmp_path):
         assert same == (step == 4), f"step {step}, ema {ema}: the last checkpoint is the final state, an earlier one is not"
         vae = load_vae(out / "vae")
         assert vae.config.block_out_channels == (8, 16, 16, 16)
-        assert vae.config.scaling_factor == 0.476986 != summary["scaling_factor"]  # the preset's, not the fitted one
+        assert vae.config.scaling_factor == vae_config(r).scaling_factor != summary["scaling_factor"]  # configured, not fitted

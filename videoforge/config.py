@@ -93,9 +93,20 @@ class VAEConfig:
     # by 20x) otherwise hands the DiT some channels that noise drowns at once. The release has none.
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
+    # A parameter-free pixel path around the networks (DC-AE's residual autoencoding): the latent's
+    # first 4 * in_channels channels carry a quarter-stride thumbnail of its keyframe, and the decoder
+    # adds that thumbnail, upsampled, to its output (`models/vae.py`). The release has none.
+    pixel_shortcut: bool = False
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
+        if self.pixel_shortcut and (self.in_channels != self.out_channels or 4 * self.in_channels > self.latent_channels
+                                    or self.spatial_compression_ratio % 2):
+            raise ValueError(
+                f"pixel_shortcut folds a 2x2 thumbnail of the video's channels into the latent: it needs as many output "
+                f"as input channels (got {self.in_channels} and {self.out_channels}), >= {4 * self.in_channels} latent "
+                f"channels (got {self.latent_channels}) and an even spatial compression ratio (got {self.spatial_compression_ratio})"
+            )
         for name in ("latents_mean", "latents_std"):
             value = getattr(self, name)
             if value is not None:
@@ -114,6 +125,8 @@ class VAEConfig:
                 del d[name]  # configs without statistics read as before
             else:
                 d[name] = list(d[name])
+        if not d["pixel_shortcut"]:
+            del d["pixel_shortcut"]  # nor do configs without the shortcut (the release's among them)
         return d
 
     @classmethod

@@ -173,6 +173,9 @@ def test_vae_channel_statistics_travel_in_the_config_and_map_latents_both_ways()
         replace(tiny, latents_mean=[0.0] * 16, latents_std=[1.0] * 3)
     with pytest.raises(ValueError, match="set both or neither"):
         replace(tiny, latents_mean=[0.0] * 16)
+    shortcut = replace(tiny, pixel_shortcut=True)  # ours alone, so it travels under its own key
+    assert vae_config_from_diffusers(json.loads(json.dumps(vae_config_to_diffusers(shortcut)))) == shortcut
+    assert "pixel_shortcut" not in vae_config_to_diffusers(tiny)
 
 
 def test_infer_release_configs_from_reference_keys():

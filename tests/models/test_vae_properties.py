@@ -208,3 +208,54 @@ def test_concentrated_temporal_taps_keep_images_and_make_clip_latents_frame_code
     for k in range(3):
         dist = [float((latents[:, k] - c).norm()) for c in codes]
         assert min(range(3), key=dist.__getitem__) == k, dist
+
+
+def _shortcut_vae() -> torch.nn.Module:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    return build_vae(replace(preset("tiny").vae, pixel_shortcut=True)).eval()
+
+
+@torch.no_grad()
+def test_pixel_shortcut_untrained_vae_is_the_thumbnail_codec():
+    from videoforge.models.vae import keyframe_thumbnails
+
+    vae = _shortcut_vae()
+    # a checkerboard of 4x4-pixel blocks, shifted by a block each frame
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    frames = [((((x // 4) + (y // 4) + k) % 2) * 1.2 - 0.6).expand(3, -1, -1) for k in range(9)]
+    video = torch.stack(frames, dim=1)[None]
+    z = vae.encode(video).mean
+    thumbs = keyframe_thumbnails(video, vae.config)
+    assert thumbs.shape == (1, 12, 3, 4, 4)
+    torch.testing.assert_close(z[:, :12], thumbs)
+    assert z[:, 12:].abs().max() == 0
+    # the 4x4-block average of each keyframe's red channel, sub-pixel (0, 0) of the 2x2 fold
+    torch.testing.assert_close(thumbs[0, 0, 1], video[0, 0, 4, ::8, ::8])
+    # both networks start as zero residuals: flat frames come back exactly (bicubic keeps constants)
+    flat = torch.full((1, 3, 5, 16, 16), 0.3)
+    zf = torch.zeros(1, 16, 2, 2, 2)
+    zf[:, :12] = keyframe_thumbnails(flat, vae.config)
+    torch.testing.assert_close(vae.decode(zf), flat, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_pixel_shortcut_interpolates_between_keyframes():
+    from videoforge.models.vae import thumbnail_video
+
+    vae = _shortcut_vae()
+    z = torch.zeros(1, 16, 3, 2, 2)
+    z[:, :12, 1], z[:, :12, 2] = 1.0, -1.0
+    video = thumbnail_video(z, vae.config)
+    assert video.shape == (1, 3, 9, 16, 16)
+    means = video.mean(dim=(0, 1, 3, 4))
+    torch.testing.assert_close(means, torch.tensor([0, 0.25, 0.5, 0.75, 1, 0.5, 0, -0.5, -1.0]))
+
+
+def test_pixel_shortcut_config_is_checked_and_round_trips():
+    cfg = VAEConfig(pixel_shortcut=True)
+    assert VAEConfig.from_dict(cfg.to_dict()).pixel_shortcut
+    assert "pixel_shortcut" not in VAEConfig().to_dict()  # the release's config.json is unchanged
+    with pytest.raises(ValueError, match=">= 12 latent"):
+        VAEConfig(latent_channels=8, pixel_shortcut=True)

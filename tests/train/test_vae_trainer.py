@@ -102,6 +102,18 @@ def test_mean_autoencoder_keeps_fixed_variance_and_fits_scaling_factor(squares, 
         train_vae(r, RunOptions(out=tmp_path / "bad", data=str(squares), progress=False))
 
 
+def test_vae_config_overrides_take_fields_left_out_of_to_dict():
+    from videoforge.config import preset
+    from videoforge.train.recipe import config_with_overrides
+
+    # to_dict drops pixel_shortcut and the latent statistics at their defaults; they still override
+    cfg = config_with_overrides(preset("tiny").vae, {"pixel_shortcut": True, "latents_mean": [0.0] * 16,
+                                                     "latents_std": [1.0] * 16}, "model.vae_config")
+    assert cfg.pixel_shortcut and cfg.latents_std == (1.0,) * 16
+    with pytest.raises(ValueError, match=r"unknown VAEConfig field\(s\) \['shortcut'\]"):
+        config_with_overrides(preset("tiny").vae, {"shortcut": True}, "model.vae_config")
+
+
 def test_foreground_mask_marks_what_differs_from_the_border():
     from videoforge.train.vae_trainer import foreground_mask
 

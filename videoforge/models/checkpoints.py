@@ -491,7 +491,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
 
 
 def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
-    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike."""
+    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike (and
+    both or neither carry the pixel shortcut's thumbnails)."""
     configs = [_resolve(p, VAE).config for p in (src, vae_src)]
     if any(c is None for c in configs):
         return  # a bare weights file: no config to compare
@@ -509,6 +510,12 @@ def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
         raise CheckpointError(
             f"--vae: {vae_src} scales latents by {scaling(ours)}, but the DiT in {src} was trained with its VAE's "
             f"{scaling(theirs)}; a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
+        )
+    if theirs.pixel_shortcut != ours.pixel_shortcut:
+        has = lambda c: "has a" if c.pixel_shortcut else "has no"  # noqa: E731
+        raise CheckpointError(
+            f"--vae: {vae_src} {has(ours)} pixel shortcut and the VAE the DiT in {src} was trained with {has(theirs)} "
+            "one: their latents mean different things"
         )
 
 

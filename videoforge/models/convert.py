@@ -328,6 +328,8 @@ def vae_config_to_diffusers(config: VAEConfig) -> dict[str, Any]:
     }
     if config.latents_std is not None:  # diffusers' name for per-channel latent statistics (its Wan VAE)
         d["latents_mean"], d["latents_std"] = list(config.latents_mean), list(config.latents_std)
+    if config.pixel_shortcut:  # ours alone: diffusers' class has no such path and would ignore the key
+        d["pixel_shortcut"] = True
     return d
 
 

@@ -318,6 +318,36 @@ def latents_from_model(z: torch.Tensor, config: VAEConfig) -> torch.Tensor:
     return z * _channel_view(config.latents_std, z) + _channel_view(config.latents_mean, z)
 
 
+def keyframe_thumbnails(video: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    """The pixel shortcut's latent part: video [B, C, 4k+1, H, W] -> [B, 4C, k+1, H/8, W/8].
+
+    Frames 0, 4, 8, ... (the frames latent k codes once its temporal taps are concentrated),
+    average-pooled to a quarter of the latent's stride, each 2x2 block folded into channels."""
+    t, s = config.time_compression_ratio, config.spatial_compression_ratio
+    keys = video[:, :, ::t]
+    b, c, n, h, w = keys.shape
+    x = F.avg_pool2d(keys.transpose(1, 2).reshape(b * n, c, h, w), s // 2)
+    return F.pixel_unshuffle(x, 2).view(b, n, 4 * c, h // s, w // s).transpose(1, 2)
+
+
+def thumbnail_video(latents: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    """The pixel shortcut's output part: latents [B, 16, T, h, w] -> video [B, C, 4(T-1)+1, 8h, 8w].
+
+    The first 4C channels unfolded into thumbnails, upsampled bicubically to full size; frame 0 is
+    keyframe 0, and frames 4k-3..4k blend keyframes k-1 and k linearly (1/4, 2/4, 3/4, 1 of k)."""
+    t, s, c = config.time_compression_ratio, config.spatial_compression_ratio, config.out_channels
+    b, _, n, h, w = latents.shape
+    x = F.pixel_shuffle(latents[:, : 4 * c].transpose(1, 2).reshape(b * n, 4 * c, h, w), 2)
+    x = F.interpolate(x, scale_factor=s // 2, mode="bicubic", align_corners=False)
+    keys = x.view(b, n, c, h * s, w * s).transpose(1, 2)
+    if n == 1:
+        return keys
+    weight = torch.arange(1, t + 1, device=keys.device, dtype=keys.dtype).div(t).view(1, 1, 1, t, 1, 1)
+    previous, current = keys[:, :, :-1, None], keys[:, :, 1:, None]
+    between = previous + (current - previous) * weight  # [B, C, T-1, t, H, W]
+    return torch.cat([keys[:, :, :1], between.flatten(2, 3)], dim=2)
+
+
 class CausalVAE(nn.Module):
     """The causal 3D VAE. `encode` / `decode` work on unscaled latents; tiling is off until enabled."""
 
@@ -331,6 +361,14 @@ class CausalVAE(nn.Module):
         self.quant_conv = nn.Conv3d(2 * config.latent_channels, 2 * config.latent_channels, 1)
         self.post_quant_conv = nn.Conv3d(config.latent_channels, config.latent_channels, 1)
         self.tiling: Tiling | None = None
+        if config.pixel_shortcut:
+            # Both networks start as zero residuals of the shortcut: an untrained VAE is already the
+            # thumbnail codec (26.4 dB on the shapes world's clips), and training learns what it misses.
+            for conv in (self.encoder.conv_out.conv, self.decoder.conv_out.conv):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            with torch.no_grad():
+                self.quant_conv.bias[: config.latent_channels].zero_()  # the posterior mean's offset
 
     # -- tiling switches ---------------------------------------------------------------------
 
@@ -367,10 +405,15 @@ class CausalVAE(nn.Module):
 
     # The untiled passes, without shape checks; the tiling functions call these per tile.
     def encode_moments(self, video: torch.Tensor) -> torch.Tensor:
-        return self.quant_conv(self.encoder(video))
+        moments = self.quant_conv(self.encoder(video))
+        if self.config.pixel_shortcut:  # onto the posterior mean's first channels
+            thumbnails = keyframe_thumbnails(video, self.config)
+            moments = torch.cat([moments[:, : thumbnails.shape[1]] + thumbnails, moments[:, thumbnails.shape[1]:]], dim=1)
+        return moments
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(latents))
+        video = self.decoder(self.post_quant_conv(latents))
+        return video + thumbnail_video(latents, self.config) if self.config.pixel_shortcut else video
 
     # -- input checks ------------------------------------------------------------------------
 

@@ -252,7 +252,7 @@ class Recipe:
 def config_with_overrides(base: T, overrides: dict[str, Any], where: str) -> T:
     """A copy of `base` (a DiTConfig or VAEConfig) with a recipe's field overrides; unknown fields are errors."""
     d = base.to_dict()
-    unknown = set(overrides) - set(d)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}  # to_dict drops fields at their defaults
     if unknown:
         raise ValueError(f"{where}: unknown {type(base).__name__} field(s) {sorted(unknown)}")
     return type(base).from_dict({**d, **overrides})

@@ -93,7 +93,7 @@ class VAEConfig:
     # by 20x) otherwise hands the DiT some channels that noise drowns at once. The release has none.
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
-    # A parameter-free pixel path around the networks (DC-AE's residual autoencoding): the latent's
+    # A parameter-free pixel path around the networks (after DC-AE's residual autoencoding): the latent's
     # first 4 * in_channels channels carry a quarter-stride thumbnail of its keyframe, and the decoder
     # adds that thumbnail, upsampled, to its output (`models/vae.py`). The release has none.
     pixel_shortcut: bool = False

@@ -12,6 +12,10 @@ frames <= 4t only. The model as a whole is NOT strictly causal: every GroupNorm 
 mid-block attention's GroupNorm) takes its statistics over all frames of the clip, so changing a
 late frame shifts the normalisation of early frames. The mid-block attention itself is causal by
 frame. `tests/models/test_vae_properties.py` checks both statements.
+
+Not in the release, off unless `VAEConfig.pixel_shortcut`: a parameter-free path around both
+networks (`keyframe_thumbnails` into the latent, `thumbnail_video` back out), for small VAEs
+trained from scratch.
 """
 
 from __future__ import annotations

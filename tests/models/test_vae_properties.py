@@ -244,13 +244,14 @@ def test_pixel_shortcut_untrained_vae_is_the_thumbnail_codec():
 def test_pixel_shortcut_interpolates_between_keyframes():
     from videoforge.models.vae import thumbnail_video
 
-    vae = _shortcut_vae()
+    config = VAEConfig(pixel_shortcut=True)
     z = torch.zeros(1, 16, 3, 2, 2)
     z[:, :12, 1], z[:, :12, 2] = 1.0, -1.0
-    video = thumbnail_video(z, vae.config)
+    video = thumbnail_video(z, config)
     assert video.shape == (1, 3, 9, 16, 16)
     means = video.mean(dim=(0, 1, 3, 4))
     torch.testing.assert_close(means, torch.tensor([0, 0.25, 0.5, 0.75, 1, 0.5, 0, -0.5, -1.0]))
+    torch.testing.assert_close(thumbnail_video(z[:, :, :1], config), video[:, :, :1])  # an image: its keyframe
 
 
 def test_pixel_shortcut_config_is_checked_and_round_trips():

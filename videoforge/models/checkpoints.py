@@ -512,10 +512,10 @@ def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
             f"{scaling(theirs)}; a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
         )
     if theirs.pixel_shortcut != ours.pixel_shortcut:
-        has = lambda c: "has a" if c.pixel_shortcut else "has no"  # noqa: E731
+        has = ("has no", "has a")
         raise CheckpointError(
-            f"--vae: {vae_src} {has(ours)} pixel shortcut and the VAE the DiT in {src} was trained with {has(theirs)} "
-            "one: their latents mean different things"
+            f"--vae: {vae_src} {has[ours.pixel_shortcut]} pixel shortcut and the VAE the DiT in {src} was trained "
+            f"with {has[theirs.pixel_shortcut]} one: their latents mean different things"
         )
 
 

@@ -344,8 +344,6 @@ def thumbnail_video(latents: torch.Tensor, config: VAEConfig) -> torch.Tensor:
     x = F.pixel_shuffle(latents[:, : 4 * c].transpose(1, 2).reshape(b * n, 4 * c, h, w), 2)
     x = F.interpolate(x, scale_factor=s // 2, mode="bicubic", align_corners=False)
     keys = x.view(b, n, c, h * s, w * s).transpose(1, 2)
-    if n == 1:
-        return keys
     weight = torch.arange(1, t + 1, device=keys.device, dtype=keys.dtype).div(t).view(1, 1, 1, t, 1, 1)
     previous, current = keys[:, :, :-1, None], keys[:, :, 1:, None]
     between = previous + (current - previous) * weight  # [B, C, T-1, t, H, W]

@@ -353,6 +353,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="measure only this VAE (any layout `convert` reads, e.g. a training run's final/vae_ema): PSNR and "
                         "the scorer on --psnr-samples round trips of 64x64x17 clips, and its colour and per-colour shape "
                         "separations; no generation, no DiT")
+    s.add_argument("--latent-noise", metavar="F[,F...]",
+                   help="with --vae: also decode one-object clips from their latents plus Gaussian noise of these stds "
+                        "(fractions of the latents' spread, e.g. 0.3,0.5,0.8) and score them: how much imprecision in a "
+                        "DiT's samples the decoder forgives")
+    s.add_argument("--noise-samples", type=int, default=24, help="one-object clips for --latent-noise (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -368,11 +373,22 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                 print(f"scorer on {args.check_scorer} rendered clips" + (f" (H.264 crf {crf})" if crf else "") + ": "
                       + json.dumps({k: round(v, 4) for k, v in acc.items()}))
             return 0
+        noise_levels: tuple[float, ...] = ()
+        if args.latent_noise is not None:
+            if args.vae is None:
+                raise CLIError("--latent-noise measures a VAE: pass --vae DIR (a model folder's VAE is DIR/vae)")
+            try:
+                noise_levels = tuple(float(f) for f in args.latent_noise.split(","))
+            except ValueError:
+                raise CLIError(f"--latent-noise wants comma-separated numbers, e.g. 0.3,0.5; got {args.latent_noise!r}") from None
+            if any(f < 0 for f in noise_levels) or args.noise_samples < 1:
+                raise CLIError("--latent-noise levels must be >= 0 and --noise-samples >= 1")
         if args.vae is not None:
             if args.model_dir is not None:
                 raise CLIError("--vae measures a VAE alone; --model-dir evaluates a whole model: pass one of them")
             try:
-                report = evaluate.evaluate_vae(args.vae, args.out, seed=args.seed, psnr_samples=args.psnr_samples, device=args.device)
+                report = evaluate.evaluate_vae(args.vae, args.out, seed=args.seed, psnr_samples=args.psnr_samples,
+                                               noise_levels=noise_levels, noise_samples=args.noise_samples, device=args.device)
             except (ValueError, FileNotFoundError) as e:
                 raise CLIError(str(e)) from None
             print("\n".join(evaluate.format_vae_report(report)))

@@ -9,8 +9,8 @@ import torch
 
 from videoforge.cli import main
 from videoforge.config import VAEConfig, preset
-from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, shape_by_colour, summarise, vae_colour_separation, vae_psnr, vae_shape_separation,
-                                          vae_round_trip)
+from videoforge.synthetic.evaluate import (EvalResult, eval_prompts, format_report, misreads, shape_by_colour, summarise, vae_colour_separation, vae_noise_tolerance, vae_psnr,
+                                          vae_round_trip, vae_shape_separation)
 from videoforge.synthetic.shapes import BACKGROUNDS, COLOURS, HOLDOUT, MOTIONS, SHAPES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM encoder comes from its package, never the hub
@@ -123,6 +123,14 @@ def test_vae_psnr_is_perfect_for_an_identity_vae():
     assert trip["scored"] >= 1 and trip["accuracy"] == {"colour": 1.0, "shape": 1.0, "motion": 1.0, "all_three": 1.0}
 
 
+def test_noise_tolerance_of_pixel_latents_falls_with_the_noise():
+    tol = vae_noise_tolerance(Identity(), (0.0, 0.1, 3.0), 6, 64, 64, 17, batch_size=4)
+    assert tol["samples"] == 6 and tol["spread"] > 0.1
+    assert tol["accuracy"]["0"] == {"colour": 1.0, "shape": 1.0, "motion": 1.0, "all_three": 1.0}  # no noise: the renders
+    # noise three times the pixels' own spread buries every object
+    assert tol["accuracy"]["3"]["all_three"] < 0.5 <= tol["accuracy"]["0.1"]["all_three"]
+
+
 def test_colour_separation_of_pixel_latents_follows_the_palette_distances():
     import itertools
 
@@ -156,7 +164,16 @@ def test_eval_cli_measures_a_vae_alone(random_model_dir, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["psnr_samples"] == 1 and report["vae_psnr_db"] is not None and "VAE reconstruction PSNR" in text
     assert set(report["vae_shape_separation"]["per_colour"]) == set(COLOURS) and "VAE shape separation" in text
-    assert "prompts" not in text  # nothing generated
+    assert "prompts" not in text and report["vae_noise_tolerance"] is None  # nothing generated, no noise asked
+    assert main(["eval", "shapes", "--vae", str(random_model_dir / "vae"), "--psnr-samples", "0", "--latent-noise", "0,0.5",
+                 "--noise-samples", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["vae_noise_tolerance"]["accuracy"]) == {"0", "0.5"} and report["vae_noise_tolerance"]["samples"] == 2
+    assert "decoded from noisy latents" in capsys.readouterr().out
+    for bad, message in ((["--latent-noise", "0.3,x"], "comma-separated numbers"), (["--latent-noise", "-1"], "must be >= 0")):
+        assert main(["eval", "shapes", "--vae", str(random_model_dir / "vae"), *bad]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["eval", "shapes", "--latent-noise", "0.3"]) == 1 and "pass --vae DIR" in capsys.readouterr().err
     assert main(["eval", "shapes", "--vae", str(tmp_path / "missing")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["eval", "shapes", "--vae", str(random_model_dir / "vae"), "--model-dir", str(random_model_dir)]) == 1

@@ -122,7 +122,7 @@ def test_vae_from_another_run_replaces_the_final_folders(tmp_path, tiny_models, 
         save_vae(_random(build_vae(config), 8), tmp_path / name)
         assert main(["convert", str(src), str(tmp_path / f"x-{name}"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / name)]) == 1
         err = capsys.readouterr().err
-        assert f"--vae: {tmp_path / name} scales latents by" in err and f"was trained with its VAE's scaling_factor {vae.config.scaling_factor}" in err
+        assert f"--vae: {tmp_path / name} scales latents by" in err and f"against scaling_factor {vae.config.scaling_factor} (the VAE the DiT in {src}" in err
     save_vae(_random(build_vae(replace(vae.config, pixel_shortcut=True)), 8), tmp_path / "shortcut")
     assert main(["convert", str(src), str(tmp_path / "x-shortcut"), "--to", "model-folder", "--ema", "--vae", str(tmp_path / "shortcut")]) == 1
     assert "has a pixel shortcut and the VAE the DiT in" in capsys.readouterr().err

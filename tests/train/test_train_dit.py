@@ -77,6 +77,28 @@ def test_a_vae_with_channel_statistics_caches_and_trains_on_unit_channels(square
     torch.testing.assert_close(latents_from_model(b.latents, vae.config), means)
 
 
+def test_a_cache_refuses_a_model_vae_that_scales_latents_otherwise(cache, tiny_recipe, tmp_path):
+    """The run's final/ carries model.vae: a VAE whose scaling is not the cache's would decode latents
+    its DiT never saw, so the run stops before its first step and says which two scalings differ."""
+    from dataclasses import replace
+
+    from videoforge.models import save_vae
+    from videoforge.train.sources import build_vae
+    from videoforge.train.trainer import build_source
+
+    d = tiny_recipe(1)
+    vae = build_vae(recipe_from_dict(d), torch.device("cpu"))  # the seeded VAE the cache was built with
+    save_vae(vae, tmp_path / "same")
+    d["model"]["vae"] = str(tmp_path / "same")
+    assert build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))[0].latent_scaling.scaling_factor == vae.config.scaling_factor
+    vae.config = replace(vae.config, latents_mean=(0.0,) * 16, latents_std=(2.0,) * 16)
+    save_vae(vae, tmp_path / "channels")
+    d["model"]["vae"] = str(tmp_path / "channels")
+    with pytest.raises(ValueError, match=r"scales latents by per-channel latents_mean/latents_std \(std \[2\.0, .*against "
+                                         rf"scaling_factor {vae.config.scaling_factor} \(the VAE that built the cache"):
+        build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))
+
+
 def test_batched_cache_matches_one_item_at_a_time(cache, squares, tmp_path):
     from videoforge.train.cache import write_cache
     from videoforge.train.datasets import load_items

@@ -490,26 +490,39 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     return written
 
 
-def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
-    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike (and
-    both or neither carry the pixel shortcut's thumbnails)."""
-    configs = [_resolve(p, VAE).config for p in (src, vae_src)]
-    if any(c is None for c in configs):
-        return  # a bare weights file: no config to compare
-    theirs, ours = (_config_from_json(VAE, c) for c in configs)
+def read_vae_config(path: str | Path) -> VAEConfig | None:
+    """The config of the VAE checkpoint at `path` (any layout `load_vae` reads), without its weights;
+    None for a bare weights file that carries none."""
+    config = _resolve(path, VAE).config
+    return None if config is None else _config_from_json(VAE, config)
 
-    def scaling(c: VAEConfig) -> str:
+
+def latent_scaling_difference(trained_with: VAEConfig, vae: VAEConfig) -> str | None:
+    """None where `vae` maps latents to the DiT's units (`latents_to_model`) as `trained_with` did, else
+    both scalings in words: the per-channel statistics replace the factor where there are any."""
+
+    def key(c: VAEConfig) -> Any:
+        return c.scaling_factor if c.latents_std is None else (c.latents_mean, c.latents_std)
+
+    def words(c: VAEConfig) -> str:
         if c.latents_std is None:
             return f"scaling_factor {c.scaling_factor}"
         return f"per-channel latents_mean/latents_std (std {[round(v, 4) for v in c.latents_std]})"
 
-    def key(c: VAEConfig) -> Any:  # the statistics replace the factor where there are any
-        return c.scaling_factor if c.latents_std is None else (c.latents_mean, c.latents_std)
+    return None if key(trained_with) == key(vae) else f"{words(vae)}, against {words(trained_with)}"
 
-    if key(theirs) != key(ours):
+
+def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
+    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike (and
+    both or neither carry the pixel shortcut's thumbnails)."""
+    theirs, ours = read_vae_config(src), read_vae_config(vae_src)
+    if theirs is None or ours is None:
+        return  # a bare weights file: no config to compare
+    difference = latent_scaling_difference(theirs, ours)
+    if difference is not None:
         raise CheckpointError(
-            f"--vae: {vae_src} scales latents by {scaling(ours)}, but the DiT in {src} was trained with its VAE's "
-            f"{scaling(theirs)}; a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
+            f"--vae: {vae_src} scales latents by {difference} (the VAE the DiT in {src} was trained with); "
+            f"a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
         )
     if theirs.pixel_shortcut != ours.pixel_shortcut:
         has = ("has no", "has a")

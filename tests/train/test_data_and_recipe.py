@@ -109,6 +109,41 @@ def test_recipe_numbers_are_checked_where_they_are_read(tmp_path):
         recipe_from_dict({"vae_loss": {"sample_posterior": "yes please"}})
 
 
+def test_a_recipe_changes_only_what_differs_from_its_base(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "base.yaml").write_text(
+        "model: {preset: tiny, text_max_length: 48}\noptim: {warmup_steps: 100, ema_decay: 0.999}\n"
+        "stages:\n  - {name: a, steps: 10, lr: 1.0e-3}\n  - {name: b, steps: 20, lr: 5.0e-4}\n")
+    (tmp_path / "parts" / "mid.yaml").write_text("base: base.yaml\noptim: {warmup_steps: 200}\n")
+    (tmp_path / "top.yaml").write_text("base: parts/mid.yaml\nmodel: {init: runs/x}\nstages:\n  - {name: c, steps: 5}\n")
+    r = load_recipe(tmp_path / "top.yaml")
+    # mappings merge key by key through the chain (each base relative to the file naming it) ...
+    assert (r.model.preset, r.model.text_max_length, r.model.init) == ("tiny", 48, "runs/x")
+    assert (r.optim.warmup_steps, r.optim.ema_decay) == (200, 0.999)
+    # ... a list replaces the base's whole
+    assert [s.name for s in r.stages] == ["c"] and r.total_steps == 5
+    assert load_recipe(tmp_path / "parts" / "mid.yaml").total_steps == 30
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="leads back to itself"):
+        load_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"gone.yaml \(the base of .*orphan.yaml\)"):
+        load_recipe(tmp_path / "orphan.yaml")
+    (tmp_path / "odd.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(ValueError, match="`base` must be the path of another recipe"):
+        load_recipe(tmp_path / "odd.yaml")
+    (tmp_path / "typo.yaml").write_text("base: parts/base.yaml\noptim: {warmup: 3}\n")
+    with pytest.raises(ValueError, match="typo.yaml: optim: unknown key"):
+        load_recipe(tmp_path / "typo.yaml")
+
+
+def test_shipped_recipes_on_a_base_differ_from_it_only_where_they_say():
+    dit, shortcut = load_recipe(CONFIGS / "shapes-dit.yaml"), load_recipe(CONFIGS / "shapes-dit-shortcut.yaml")
+    assert shortcut.model.vae != dit.model.vae and shortcut.run.compile and not dit.run.compile
+    assert (shortcut.stages, shortcut.flow, shortcut.data, shortcut.generation) == (dit.stages, dit.flow, dit.data, dit.generation)
+
+
 def test_stage_lr_decays_linearly_to_lr_end():
     r = recipe_from_dict({"stages": [{"steps": 4, "lr": 1.0}, {"steps": 10, "lr": 1.0, "lr_end": 0.0}]})
     assert [r.lr_at(s) for s in (0, 3)] == [1.0, 1.0]  # first stage: constant

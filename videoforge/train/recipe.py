@@ -317,14 +317,38 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     )
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read a training recipe YAML; errors name the file and the offending key."""
-    path = Path(path)
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base`: mappings merge key by key, anything else (lists: the stages) replaces."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_recipe_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping at `path` with its `base:` (a recipe path relative to this file) resolved."""
     if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
+        raise FileNotFoundError(f"recipe not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    base = d.pop("base", None)
+    if base is None:
+        return d
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: `base` must be the path of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ValueError(f"{path}: `base` {base} leads back to itself ({' -> '.join(str(p) for p in (*chain, path.resolve(), base_path))})")
+    return _merged(_read_recipe_yaml(base_path, (*chain, path.resolve())), d)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a training recipe YAML; errors name the file and the offending key. A recipe may start
+    from another (`base: other.yaml`, relative to it) and change only what differs: its mappings
+    merge into the base's key by key, and a list it gives (`stages`) replaces the base's whole."""
+    path = Path(path)
+    d = _read_recipe_yaml(path)
     try:
         return recipe_from_dict(d)
     except ValueError as e:

@@ -94,18 +94,23 @@ class VAEConfig:
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
     # A parameter-free pixel path around the networks (after DC-AE's residual autoencoding): the latent's
-    # first 4 * in_channels channels carry a quarter-stride thumbnail of its keyframe, and the decoder
-    # adds that thumbnail, upsampled, to its output (`models/vae.py`). The release has none.
+    # first fold^2 * in_channels channels carry a thumbnail of its keyframe with fold x fold cells per
+    # latent position (fold 2: a quarter-stride thumbnail in 12 channels; fold 1: one cell, the block's
+    # mean colour, in 3), and the decoder adds that thumbnail, upsampled, to its output
+    # (`models/vae.py`). The release has none.
     pixel_shortcut: bool = False
+    pixel_shortcut_fold: int = 2
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
-        if self.pixel_shortcut and (self.in_channels != self.out_channels or 4 * self.in_channels > self.latent_channels
-                                    or self.spatial_compression_ratio % 2):
+        fold, s = self.pixel_shortcut_fold, self.spatial_compression_ratio
+        if self.pixel_shortcut and (self.in_channels != self.out_channels or fold < 1 or s % fold
+                                    or fold * fold * self.in_channels > self.latent_channels):
             raise ValueError(
-                f"pixel_shortcut folds a 2x2 thumbnail of the video's channels into the latent: it needs as many output "
-                f"as input channels (got {self.in_channels} and {self.out_channels}), >= {4 * self.in_channels} latent "
-                f"channels (got {self.latent_channels}) and an even spatial compression ratio (got {self.spatial_compression_ratio})"
+                f"pixel_shortcut folds a {fold}x{fold} thumbnail of the video's channels into each latent position: it "
+                f"needs as many output as input channels (got {self.in_channels} and {self.out_channels}), >= "
+                f"{fold * fold * self.in_channels} latent channels (got {self.latent_channels}) and a fold >= 1 that divides "
+                f"the spatial compression ratio (got fold {fold}, ratio {s})"
             )
         for name in ("latents_mean", "latents_std"):
             value = getattr(self, name)
@@ -127,6 +132,8 @@ class VAEConfig:
                 d[name] = list(d[name])
         if not d["pixel_shortcut"]:
             del d["pixel_shortcut"]  # nor do configs without the shortcut (the release's among them)
+        if not self.pixel_shortcut or self.pixel_shortcut_fold == 2:
+            del d["pixel_shortcut_fold"]  # at its default: the configs written before it read as they were
         return d
 
     @classmethod

@@ -176,6 +176,8 @@ def test_vae_channel_statistics_travel_in_the_config_and_map_latents_both_ways()
     shortcut = replace(tiny, pixel_shortcut=True)  # ours alone, so it travels under its own key
     assert vae_config_from_diffusers(json.loads(json.dumps(vae_config_to_diffusers(shortcut)))) == shortcut
     assert "pixel_shortcut" not in vae_config_to_diffusers(tiny)
+    folded = replace(tiny, pixel_shortcut=True, pixel_shortcut_fold=1)
+    assert vae_config_from_diffusers(json.loads(json.dumps(vae_config_to_diffusers(folded)))) == folded
 
 
 def test_infer_release_configs_from_reference_keys():

@@ -241,6 +241,26 @@ def test_pixel_shortcut_untrained_vae_is_the_thumbnail_codec():
 
 
 @torch.no_grad()
+def test_pixel_shortcut_fold_1_carries_each_blocks_mean_colour():
+    from dataclasses import replace
+
+    from videoforge.models.vae import keyframe_thumbnails
+
+    torch.manual_seed(0)
+    vae = build_vae(replace(preset("tiny").vae, pixel_shortcut=True, pixel_shortcut_fold=1)).eval()
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    z = vae.encode(video).mean
+    # three channels: each keyframe's 8x8-block means, the rest of the latent the (zero) encoder's
+    expected = torch.nn.functional.avg_pool2d(video[0, :, ::4].transpose(0, 1), 8).transpose(0, 1)[None]
+    torch.testing.assert_close(keyframe_thumbnails(video, vae.config), expected)
+    torch.testing.assert_close(z[:, :3], expected)
+    assert z[:, 3:].abs().max() == 0
+    # decoded: the block means upsampled bicubically (frame 0 is keyframe 0)
+    up = torch.nn.functional.interpolate(expected[:, :, 0], scale_factor=8, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(vae.decode(z)[:, :, 0], up, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
 def test_pixel_shortcut_interpolates_between_keyframes():
     from videoforge.models.vae import thumbnail_video
 
@@ -260,3 +280,8 @@ def test_pixel_shortcut_config_is_checked_and_round_trips():
     assert "pixel_shortcut" not in VAEConfig().to_dict()  # the release's config.json is unchanged
     with pytest.raises(ValueError, match=">= 12 latent"):
         VAEConfig(latent_channels=8, pixel_shortcut=True)
+    assert "pixel_shortcut_fold" not in cfg.to_dict()  # at its default: earlier shortcut configs read as written
+    one = VAEConfig(pixel_shortcut=True, pixel_shortcut_fold=1, latent_channels=8)  # 3 channels suffice
+    assert VAEConfig.from_dict(one.to_dict()) == one and one.to_dict()["pixel_shortcut_fold"] == 1
+    with pytest.raises(ValueError, match="fold >= 1 that divides the spatial compression ratio \\(got fold 3, ratio 8\\)"):
+        VAEConfig(pixel_shortcut=True, pixel_shortcut_fold=3)

@@ -530,6 +530,12 @@ def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
             f"--vae: {vae_src} {has[ours.pixel_shortcut]} pixel shortcut and the VAE the DiT in {src} was trained "
             f"with {has[theirs.pixel_shortcut]} one: their latents mean different things"
         )
+    if theirs.pixel_shortcut and theirs.pixel_shortcut_fold != ours.pixel_shortcut_fold:
+        raise CheckpointError(
+            f"--vae: {vae_src}'s pixel shortcut folds {ours.pixel_shortcut_fold}x{ours.pixel_shortcut_fold} thumbnail cells "
+            f"into each latent position and that of the VAE the DiT in {src} was trained with "
+            f"{theirs.pixel_shortcut_fold}x{theirs.pixel_shortcut_fold}: their latents mean different things"
+        )
 
 
 def _finish_model_folder(src: Path, dst: Path, weights: list[Path]) -> list[Path]:

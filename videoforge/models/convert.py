@@ -330,6 +330,8 @@ def vae_config_to_diffusers(config: VAEConfig) -> dict[str, Any]:
         d["latents_mean"], d["latents_std"] = list(config.latents_mean), list(config.latents_std)
     if config.pixel_shortcut:  # ours alone: diffusers' class has no such path and would ignore the key
         d["pixel_shortcut"] = True
+        if config.pixel_shortcut_fold != 2:
+            d["pixel_shortcut_fold"] = config.pixel_shortcut_fold
     return d
 
 

@@ -323,26 +323,26 @@ def latents_from_model(z: torch.Tensor, config: VAEConfig) -> torch.Tensor:
 
 
 def keyframe_thumbnails(video: torch.Tensor, config: VAEConfig) -> torch.Tensor:
-    """The pixel shortcut's latent part: video [B, C, 4k+1, H, W] -> [B, 4C, k+1, H/8, W/8].
+    """The pixel shortcut's latent part: video [B, C, 4k+1, H, W] -> [B, f*f*C, k+1, H/8, W/8], f the fold.
 
     Frames 0, 4, 8, ... (the frames latent k codes once its temporal taps are concentrated),
-    average-pooled to a quarter of the latent's stride, each 2x2 block folded into channels."""
-    t, s = config.time_compression_ratio, config.spatial_compression_ratio
+    average-pooled to 1/f of the latent's stride, each f x f block folded into channels."""
+    t, s, f = config.time_compression_ratio, config.spatial_compression_ratio, config.pixel_shortcut_fold
     keys = video[:, :, ::t]
     b, c, n, h, w = keys.shape
-    x = F.avg_pool2d(keys.transpose(1, 2).reshape(b * n, c, h, w), s // 2)
-    return F.pixel_unshuffle(x, 2).view(b, n, 4 * c, h // s, w // s).transpose(1, 2)
+    x = F.avg_pool2d(keys.transpose(1, 2).reshape(b * n, c, h, w), s // f)
+    return F.pixel_unshuffle(x, f).view(b, n, f * f * c, h // s, w // s).transpose(1, 2)
 
 
 def thumbnail_video(latents: torch.Tensor, config: VAEConfig) -> torch.Tensor:
     """The pixel shortcut's output part: latents [B, 16, T, h, w] -> video [B, C, 4(T-1)+1, 8h, 8w].
 
-    The first 4C channels unfolded into thumbnails, upsampled bicubically to full size; frame 0 is
+    The first f*f*C channels unfolded into thumbnails, upsampled bicubically to full size; frame 0 is
     keyframe 0, and frames 4k-3..4k blend keyframes k-1 and k linearly (1/4, 2/4, 3/4, 1 of k)."""
-    t, s, c = config.time_compression_ratio, config.spatial_compression_ratio, config.out_channels
+    t, s, c, f = config.time_compression_ratio, config.spatial_compression_ratio, config.out_channels, config.pixel_shortcut_fold
     b, _, n, h, w = latents.shape
-    x = F.pixel_shuffle(latents[:, : 4 * c].transpose(1, 2).reshape(b * n, 4 * c, h, w), 2)
-    x = F.interpolate(x, scale_factor=s // 2, mode="bicubic", align_corners=False)
+    x = F.pixel_shuffle(latents[:, : f * f * c].transpose(1, 2).reshape(b * n, f * f * c, h, w), f)
+    x = F.interpolate(x, scale_factor=s // f, mode="bicubic", align_corners=False)
     keys = x.view(b, n, c, h * s, w * s).transpose(1, 2)
     weight = torch.arange(1, t + 1, device=keys.device, dtype=keys.dtype).div(t).view(1, 1, 1, t, 1, 1)
     previous, current = keys[:, :, :-1, None], keys[:, :, 1:, None]

@@ -337,10 +337,10 @@ def _read_recipe_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any
         return d
     if not isinstance(base, str):
         raise ValueError(f"{path}: `base` must be the path of another recipe, got {base!r}")
-    base_path = (path.parent / base).resolve()
-    if base_path in chain or base_path == path.resolve():
-        raise ValueError(f"{path}: `base` {base} leads back to itself ({' -> '.join(str(p) for p in (*chain, path.resolve(), base_path))})")
-    return _merged(_read_recipe_yaml(base_path, (*chain, path.resolve())), d)
+    chain, base_path = (*chain, path.resolve()), (path.parent / base).resolve()
+    if base_path in chain:
+        raise ValueError(f"{path}: `base` {base} leads back to itself ({' -> '.join(str(p) for p in (*chain, base_path))})")
+    return _merged(_read_recipe_yaml(base_path, chain), d)
 
 
 def load_recipe(path: str | Path) -> Recipe:

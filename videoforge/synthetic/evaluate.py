@@ -206,6 +206,11 @@ def tally(hits: Counter, truth: Any, found: list[ObjectScore]) -> None:
     hits["all_three"] += all(getattr(got, a) == getattr(truth, a) for a in ("colour", "shape", "motion"))
 
 
+def hit_rates(hits: Counter, n: int) -> dict[str, float]:
+    """`tally`'s counts over `n` clips as fractions, per attribute and all three together."""
+    return {k: hits[k] / n for k in ("colour", "shape", "motion", "all_three")}
+
+
 def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = None, crf: int | None = None) -> dict[str, float]:
     """Per-attribute accuracy of `score_video` on single-object renders (optionally after an H.264
     round trip at `crf`), all combinations allowed (held-out ones too)."""
@@ -219,7 +224,7 @@ def scorer_accuracy(num_samples: int, seed: int = 0, cfg: SceneConfig | None = N
 
             frames = h264_round_trip(frames, 24.0, crf)
         tally(hits, spec.objects[0], score_video(frames))
-    return {k: hits[k] / num_samples for k in ("colour", "shape", "motion", "all_three")}
+    return hit_rates(hits, num_samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +288,7 @@ def vae_round_trip(vae: Any, num_samples: int, height: int, width: int, num_fram
         if len(spec.objects) == 1:
             tally(hits, spec.objects[0], score_video(rec))
             scored += 1
-    accuracy = {k: hits[k] / scored for k in ("colour", "shape", "motion", "all_three")} if scored else None
+    accuracy = hit_rates(hits, scored) if scored else None
     return {"psnr_db": float(np.mean(values)), "accuracy": accuracy, "scored": scored}
 
 
@@ -366,7 +371,7 @@ def vae_noise_tolerance(vae: Any, levels: tuple[float, ...], num_samples: int, h
                 rec = vae.decode(latents_from_model(noisy[k : k + batch_size], vae.config).to(param.device, param.dtype)).float().cpu()
                 for spec, video in zip(specs[k : k + batch_size], rec):
                     tally(hits, spec.objects[0], score_video(to_uint8_frames(video)))
-            accuracy[f"{level:g}"] = {key: hits[key] / num_samples for key in ("colour", "shape", "motion", "all_three")}
+            accuracy[f"{level:g}"] = hit_rates(hits, num_samples)
     return {"spread": spread, "samples": num_samples, "accuracy": accuracy}
 
 

@@ -45,7 +45,7 @@ def test_data_sample_posterior_false_trains_on_the_posterior_mean(cache, tiny_re
     b = src.batch(bucket, [0, 1], [0, 1], step=0)
     entries = [src.entries[i] for i in (0, 1)]
     means = torch.stack([load_file(cache / f"shard_{e['shard']:05d}.safetensors")[f"{e['key']}.mean"] for e in entries])
-    torch.testing.assert_close(b.latents, means * src.latent_scaling.scaling_factor, rtol=0, atol=0)
+    torch.testing.assert_close(b.latents, means * src.latent_format.scaling_factor, rtol=0, atol=0)
     assert torch.equal(b.latents, src.batch(bucket, [0, 1], [0, 1], step=1).latents)
     drawn = CachedSource(cache, seed=0, caption_dropout=0.0).batch(bucket, [0, 1], [0, 1], step=0).latents
     assert not torch.equal(drawn, b.latents)
@@ -67,7 +67,7 @@ def test_a_vae_with_channel_statistics_caches_and_trains_on_unit_channels(square
     write_cache(load_items(squares), r.stages, vae, build_text_encoder(r, torch.device("cpu")), tmp_path,
                 text_encoder_name="minilm", seed=0, progress=False)
     src = CachedSource(tmp_path, seed=0, caption_dropout=0.0, sample_posterior=False)
-    assert src.latent_scaling.latents_std == vae.config.latents_std
+    assert src.latent_format.latents_std == vae.config.latents_std
     b = src.batch(Bucket(32, 32, 9), [0, 1], [0, 1], step=0)
     means = torch.stack([load_file(tmp_path / f"shard_{e['shard']:05d}.safetensors")[f"{e['key']}.mean"]
                          for e in src.entries[:2]])
@@ -77,9 +77,9 @@ def test_a_vae_with_channel_statistics_caches_and_trains_on_unit_channels(square
     torch.testing.assert_close(latents_from_model(b.latents, vae.config), means)
 
 
-def test_a_cache_refuses_a_model_vae_that_scales_latents_otherwise(cache, tiny_recipe, tmp_path):
-    """The run's final/ carries model.vae: a VAE whose scaling is not the cache's would decode latents
-    its DiT never saw, so the run stops before its first step and says which two scalings differ."""
+def test_a_cache_refuses_a_model_vae_whose_latents_mean_otherwise(cache, tiny_recipe, tmp_path):
+    """The run's final/ carries model.vae: a VAE whose scaling or pixel shortcut is not the cache's would
+    decode latents its DiT never saw, so the run stops before its first step and says what differs."""
     from dataclasses import replace
 
     from videoforge.models import save_vae
@@ -90,13 +90,25 @@ def test_a_cache_refuses_a_model_vae_that_scales_latents_otherwise(cache, tiny_r
     vae = build_vae(recipe_from_dict(d), torch.device("cpu"))  # the seeded VAE the cache was built with
     save_vae(vae, tmp_path / "same")
     d["model"]["vae"] = str(tmp_path / "same")
-    assert build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))[0].latent_scaling.scaling_factor == vae.config.scaling_factor
+    assert build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))[0].latent_format.scaling_factor == vae.config.scaling_factor
     vae.config = replace(vae.config, latents_mean=(0.0,) * 16, latents_std=(2.0,) * 16)
     save_vae(vae, tmp_path / "channels")
     d["model"]["vae"] = str(tmp_path / "channels")
     with pytest.raises(ValueError, match=r"scales latents by per-channel latents_mean/latents_std \(std \[2\.0, .*against "
                                          rf"scaling_factor {vae.config.scaling_factor} \(the VAE that built the cache"):
         build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))
+    # the pixel shortcut changes what the latents mean at the same scaling
+    vae.config = replace(vae.config, latents_mean=None, latents_std=None, pixel_shortcut=True)
+    save_vae(vae, tmp_path / "shortcut")
+    d["model"]["vae"] = str(tmp_path / "shortcut")
+    with pytest.raises(ValueError, match=r"shortcut has a pixel shortcut, against no one: their latents mean different things \(the VAE that built"):
+        build_source(recipe_from_dict(d), str(cache), torch.device("cpu"))
+    # a cache from before the index recorded the shortcut: only the scaling can be checked
+    older = shutil.copytree(cache, tmp_path / "older-cache")
+    index = json.loads((older / "index.json").read_text())
+    del index["pixel_shortcut"], index["pixel_shortcut_fold"]
+    (older / "index.json").write_text(json.dumps(index))
+    assert not build_source(recipe_from_dict(d), str(older), torch.device("cpu"))[0].records_pixel_shortcut
 
 
 def test_batched_cache_matches_one_item_at_a_time(cache, squares, tmp_path):

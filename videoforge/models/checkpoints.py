@@ -474,7 +474,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, to: str, dtype: torch.d
     if vae_src != src and not has_vae:
         raise CheckpointError(f"--vae: found no VAE checkpoint in {vae_src}")
     if vae_src != src and _holds(src, VAE):
-        _check_same_latent_scaling(src, vae_src)
+        _check_same_latents(src, vae_src)
     kinds = [kind for kind, held in ((DIT, _holds(dit_src, DIT)), (VAE, has_vae)) if held]
     if not kinds:
         raise CheckpointError(f"found no DiT or VAE checkpoint in {src}")
@@ -497,44 +497,44 @@ def read_vae_config(path: str | Path) -> VAEConfig | None:
     return None if config is None else _config_from_json(VAE, config)
 
 
-def latent_scaling_difference(trained_with: VAEConfig, vae: VAEConfig) -> str | None:
-    """None where `vae` maps latents to the DiT's units (`latents_to_model`) as `trained_with` did, else
-    both scalings in words: the per-channel statistics replace the factor where there are any."""
+def latent_difference(trained_with: VAEConfig, vae: VAEConfig) -> str | None:
+    """None where `vae`'s latents mean what `trained_with`'s did (mapped to the DiT's units alike by
+    `latents_to_model`; both or neither carrying the pixel shortcut, folded alike), else what differs,
+    in words that follow the VAE's name."""
 
-    def key(c: VAEConfig) -> Any:
+    def scaling(c: VAEConfig) -> Any:
         return c.scaling_factor if c.latents_std is None else (c.latents_mean, c.latents_std)
 
-    def words(c: VAEConfig) -> str:
+    def scaling_words(c: VAEConfig) -> str:
         if c.latents_std is None:
             return f"scaling_factor {c.scaling_factor}"
         return f"per-channel latents_mean/latents_std (std {[round(v, 4) for v in c.latents_std]})"
 
-    return None if key(trained_with) == key(vae) else f"{words(vae)}, against {words(trained_with)}"
+    def fold(c: VAEConfig) -> str:
+        return f"{c.pixel_shortcut_fold}x{c.pixel_shortcut_fold}"
+
+    if scaling(trained_with) != scaling(vae):
+        return f"scales latents by {scaling_words(vae)}, against {scaling_words(trained_with)}"
+    if trained_with.pixel_shortcut != vae.pixel_shortcut:
+        has = ("no", "a")
+        return (f"has {has[vae.pixel_shortcut]} pixel shortcut, against {has[trained_with.pixel_shortcut]} one: "
+                "their latents mean different things")
+    if vae.pixel_shortcut and trained_with.pixel_shortcut_fold != vae.pixel_shortcut_fold:
+        return (f"folds {fold(vae)} thumbnail cells into each latent position, against {fold(trained_with)}: "
+                "their latents mean different things")
+    return None
 
 
-def _check_same_latent_scaling(src: Path, vae_src: Path) -> None:
-    """The DiT at `src` was trained on latents scaled by `src`'s VAE: `--vae` must scale them alike (and
-    both or neither carry the pixel shortcut's thumbnails)."""
+def _check_same_latents(src: Path, vae_src: Path) -> None:
+    """The DiT at `src` was trained on latents made by `src`'s VAE: `--vae`'s must mean the same."""
     theirs, ours = read_vae_config(src), read_vae_config(vae_src)
     if theirs is None or ours is None:
         return  # a bare weights file: no config to compare
-    difference = latent_scaling_difference(theirs, ours)
+    difference = latent_difference(theirs, ours)
     if difference is not None:
         raise CheckpointError(
-            f"--vae: {vae_src} scales latents by {difference} (the VAE the DiT in {src} was trained with); "
-            f"a VAE from a run started from {src}'s VAE (model.init) keeps its scaling"
-        )
-    if theirs.pixel_shortcut != ours.pixel_shortcut:
-        has = ("has no", "has a")
-        raise CheckpointError(
-            f"--vae: {vae_src} {has[ours.pixel_shortcut]} pixel shortcut and the VAE the DiT in {src} was trained "
-            f"with {has[theirs.pixel_shortcut]} one: their latents mean different things"
-        )
-    if theirs.pixel_shortcut and theirs.pixel_shortcut_fold != ours.pixel_shortcut_fold:
-        raise CheckpointError(
-            f"--vae: {vae_src}'s pixel shortcut folds {ours.pixel_shortcut_fold}x{ours.pixel_shortcut_fold} thumbnail cells "
-            f"into each latent position and that of the VAE the DiT in {src} was trained with "
-            f"{theirs.pixel_shortcut_fold}x{theirs.pixel_shortcut_fold}: their latents mean different things"
+            f"--vae: {vae_src} {difference} (the VAE the DiT in {src} was trained with); "
+            f"a VAE from a run started from {src}'s VAE (model.init) keeps its latents"
         )
 
 

@@ -131,6 +131,8 @@ def write_cache(
         "latents_mean": vae.config.latents_mean,
         "latents_std": vae.config.latents_std,
         "latent_channels": vae.config.latent_channels,
+        "pixel_shortcut": vae.config.pixel_shortcut,
+        "pixel_shortcut_fold": vae.config.pixel_shortcut_fold,
         "text_encoder": text_encoder_name,
         "caption_fields": dict(caption_mix.keep) if caption_mix.keep else None,
         "caption_permute": caption_mix.permute,
@@ -157,9 +159,13 @@ class CachedSource:
         self.folder, self.index, self.seed, self.caption_dropout = folder, index, seed, caption_dropout
         self.sample_posterior = sample_posterior
         self.entries = index["entries"]
-        # The VAE's latent scaling, as the DiT's latents were made with it (models/vae.latents_to_model).
-        self.latent_scaling = VAEConfig(latent_channels=index["latent_channels"], scaling_factor=float(index["scaling_factor"]),
-                                        latents_mean=index.get("latents_mean"), latents_std=index.get("latents_std"))
+        # What the cache's latents mean: the VAE's scaling to the DiT's units (models/vae.latents_to_model)
+        # and its pixel shortcut, which caches from before session 30 do not record (None).
+        self.latent_format = VAEConfig(latent_channels=index["latent_channels"], scaling_factor=float(index["scaling_factor"]),
+                                       latents_mean=index.get("latents_mean"), latents_std=index.get("latents_std"),
+                                       pixel_shortcut=index.get("pixel_shortcut", False),
+                                       pixel_shortcut_fold=index.get("pixel_shortcut_fold", 2))
+        self.records_pixel_shortcut = "pixel_shortcut" in index
         self.shapes = [ItemShape(e["height"], e["width"], e["frames"], e["kind"]) for e in self.entries]
         self.tiers = [e.get("tiers") for e in self.entries]
         self._shards: dict[int, Any] = {}
@@ -189,7 +195,7 @@ class CachedSource:
             pooled.append(src.get_tensor(prefix + "pooled"))
         latents = posterior_latents(torch.stack(means), torch.stack(logvars), self.seed, step, sample_ids, self.sample_posterior)
         text = TextEmbeddings(torch.stack(states), torch.stack(masks), torch.stack(pooled))
-        return ConditionedBatch(latents_to_model(latents, self.latent_scaling), text)
+        return ConditionedBatch(latents_to_model(latents, self.latent_format), text)
 
 
 def cache_dataset(recipe_path: str | Path, data: str | None, out: Path, caption_variants: int = 4, progress: bool = True) -> Path:

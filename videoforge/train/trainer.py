@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
         cached = CachedSource(Path(path), seed=recipe.run.seed, caption_dropout=d.caption_dropout,
                               sample_posterior=d.sample_posterior)
         if recipe.model.vae:
-            _check_cache_scaling(cached, recipe.model.vae, path)
+            _check_cache_latents(cached, recipe.model.vae, path)
         return cached, None, None
     items = load_items(path)
     vae, text_encoder = build_vae(recipe, device), build_text_encoder(recipe, device)
@@ -131,17 +131,21 @@ def build_source(recipe: Recipe, data: str | None, device: torch.device) -> tupl
     return source, vae, text_encoder
 
 
-def _check_cache_scaling(cached: Any, vae_path: str, cache_path: str | Path) -> None:
-    """The run's final/ folder carries `model.vae`: it must map latents to the DiT's units as the
-    cache's VAE did, or the exported model decodes what its DiT never learned (found at load time,
-    before any step)."""
-    from videoforge.models.checkpoints import latent_scaling_difference, read_vae_config
+def _check_cache_latents(cached: Any, vae_path: str, cache_path: str | Path) -> None:
+    """The run's final/ folder carries `model.vae`: its latents must mean what the cache's do, or the
+    exported model decodes what its DiT never learned (found at load time, before any step)."""
+    from videoforge.models.checkpoints import latent_difference, read_vae_config
 
     config = read_vae_config(vae_path)
-    difference = None if config is None else latent_scaling_difference(cached.latent_scaling, config)
+    if config is None:
+        return  # a bare weights file: no config to compare
+    cache_format = cached.latent_format
+    if not cached.records_pixel_shortcut:  # an older cache: only its scaling can be checked
+        cache_format = replace(cache_format, pixel_shortcut=config.pixel_shortcut, pixel_shortcut_fold=config.pixel_shortcut_fold)
+    difference = latent_difference(cache_format, config)
     if difference is not None:
-        raise ValueError(f"model.vae {vae_path} scales latents by {difference} (the VAE that built the cache "
-                         f"{cache_path}); rebuild the cache with this VAE (`videoforge cache`) or point model.vae at that one")
+        raise ValueError(f"model.vae {vae_path} {difference} (the VAE that built the cache {cache_path}); "
+                         "rebuild the cache with this VAE (`videoforge cache`) or point model.vae at that one")
 
 
 def condition_first_frame(cond_type: str | None, x0: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -516,12 +516,9 @@ def latent_difference(trained_with: VAEConfig, vae: VAEConfig) -> str | None:
     if scaling(trained_with) != scaling(vae):
         return f"scales latents by {scaling_words(vae)}, against {scaling_words(trained_with)}"
     if trained_with.pixel_shortcut != vae.pixel_shortcut:
-        has = ("no", "a")
-        return (f"has {has[vae.pixel_shortcut]} pixel shortcut, against {has[trained_with.pixel_shortcut]} one: "
-                "their latents mean different things")
+        return "has a pixel shortcut, against none" if vae.pixel_shortcut else "has no pixel shortcut, against one"
     if vae.pixel_shortcut and trained_with.pixel_shortcut_fold != vae.pixel_shortcut_fold:
-        return (f"folds {fold(vae)} thumbnail cells into each latent position, against {fold(trained_with)}: "
-                "their latents mean different things")
+        return f"folds {fold(vae)} thumbnail cells into each latent position, against {fold(trained_with)}"
     return None
 
 

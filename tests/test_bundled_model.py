@@ -55,7 +55,7 @@ def test_generates_at_its_own_defaults_and_follows_the_prompt(pipe):
     a, b = pipe(["a red circle moving to the right", "a blue square moving down"], seed=0)
     assert a.frames.shape == b.frames.shape == (d.num_frames, d.height, d.width, 3)
     assert score_video(a.frames), "no object stands out from the background"
-    # the card's evaluation: colour and motion 100%, circles 28/30, squares 24-25/27 (stars are the
+    # the card's evaluation: colour and motion 100%, circles 28/30, squares 25-26/27 (stars are the
     # weak shape). Each video draws the asked colour and shape, moving the asked way
     assert [score_video(v.frames)[0] for v in (a, b)] == [ObjectScore("red", "circle", "right"),
                                                           ObjectScore("blue", "square", "down")]

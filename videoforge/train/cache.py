@@ -160,7 +160,8 @@ class CachedSource:
         self.sample_posterior = sample_posterior
         self.entries = index["entries"]
         # What the cache's latents mean: the VAE's scaling to the DiT's units (models/vae.latents_to_model)
-        # and its pixel shortcut, which caches from before session 30 do not record (None).
+        # and its pixel shortcut, which caches from before session 30 do not record (the defaults then
+        # stand in, and records_pixel_shortcut says so).
         self.latent_format = VAEConfig(latent_channels=index["latent_channels"], scaling_factor=float(index["scaling_factor"]),
                                        latents_mean=index.get("latents_mean"), latents_std=index.get("latents_std"),
                                        pixel_shortcut=index.get("pixel_shortcut", False),

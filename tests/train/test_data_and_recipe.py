@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -142,6 +143,10 @@ def test_shipped_recipes_on_a_base_differ_from_it_only_where_they_say():
     dit, shortcut = load_recipe(CONFIGS / "shapes-dit.yaml"), load_recipe(CONFIGS / "shapes-dit-shortcut.yaml")
     assert shortcut.model.vae != dit.model.vae and shortcut.run.compile and not dit.run.compile
     assert (shortcut.stages, shortcut.flow, shortcut.data, shortcut.generation) == (dit.stages, dit.flow, dit.data, dit.generation)
+    # the bundled model's second restart is its first run again from that run's EMA weights
+    more, more2 = load_recipe(CONFIGS / "shapes-dit-shortcut-fold1-more.yaml"), load_recipe(CONFIGS / "shapes-dit-shortcut-fold1-more2.yaml")
+    assert more2.model.init == "runs/shapes-dit-shortcut-fold1-more/final/transformer_ema" != more.model.init
+    assert dataclasses.replace(more2, model=dataclasses.replace(more2.model, init=more.model.init)) == more
 
 
 def test_stage_lr_decays_linearly_to_lr_end():

@@ -339,6 +339,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model-dir", help="model folder (default: the bundled tiny model)")
     s.add_argument("--out", metavar="DIR", help="write report.json and the generated videos here")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    s.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="generate every prompt with N noise seeds (--seed, --seed+1, ...) and pool them; one seed's "
+                        "held-out accuracy swings by several points (one of 24 videos is 4), so compare models on "
+                        "several (default: %(default)s)")
     s.add_argument("--steps", type=int, help="denoising steps (default: the model folder's)")
     s.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model folder's)")
     s.add_argument("--flow-shift", type=float, help="sampling schedule shift (default: the model folder's)")
@@ -402,7 +406,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             report = evaluate.evaluate_model(model_dir, args.out, seed=args.seed, steps=args.steps, cfg_scale=args.cfg_scale,
                                              flow_shift=args.flow_shift, batch_size=args.batch_size,
                                              psnr_samples=args.psnr_samples, num_in_distribution=args.prompts, repeats=args.repeats,
-                                             device=args.device, progress=not args.quiet)
+                                             device=args.device, progress=not args.quiet, num_seeds=args.seeds)
         except (ValueError, FileNotFoundError) as e:
             raise CLIError(str(e)) from None
         print(evaluate.format_report(report))

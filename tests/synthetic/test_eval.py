@@ -100,6 +100,27 @@ def test_evaluate_model_runs_and_reports(cli_run):
     assert asked == len(report["results"]) and "per colour: " in text and "per motion: " in text
 
 
+def test_evaluate_model_pools_noise_seeds(cli_run, random_model_dir, tmp_path, capsys):
+    _, single, _ = cli_run  # seed 0 alone, same prompts and settings
+    out = tmp_path / "eval"
+    assert main(["eval", "shapes", "--model-dir", str(random_model_dir), "--out", str(out), "--prompts", "1",
+                 "--psnr-samples", "0", "--batch-size", "4", "--cfg-scale", "2.5", "--seeds", "2", "--quiet"]) == 0
+    text, report = capsys.readouterr().out, json.loads((out / "report.json").read_text())
+    n = len(single["results"])
+    assert report["seeds"] == [0, 1] and [r["seed"] for r in report["results"]] == [0] * n + [1] * n
+    # each seed's videos are those a run with that seed alone makes, whatever the batch size
+    assert [r["found"] for r in report["results"][:n]] == [r["found"] for r in single["results"]]
+    assert [r["found"] for r in report["results"][n:]] != [r["found"] for r in single["results"]]  # seed 1: other noise
+    assert report["per_seed"]["0"] == single["accuracy"]
+    for attr, row in report["accuracy"].items():  # equal halves: the pool is the mean of the seeds
+        for group, v in row.items():
+            assert v == pytest.approx((report["per_seed"]["0"][attr][group] + report["per_seed"]["1"][attr][group]) / 2)
+    assert len({r["path"] for r in report["results"]}) == 2 * n and all((out / r["path"]).is_file() for r in report["results"])
+    assert f"{n} prompts ({len(HOLDOUT)} held-out) x 2 noise seeds" in text and "all three per seed (held-out): 0 " in text
+    assert main(["eval", "shapes", "--model-dir", str(random_model_dir), "--seeds", "0", "--quiet"]) == 1
+    assert "--seeds (num_seeds) must be >= 1" in capsys.readouterr().err
+
+
 class Identity(torch.nn.Module):
     """A "VAE" whose latents are the pixels."""
 

@@ -387,6 +387,7 @@ class EvalResult:
     expected: dict[str, str]
     found: dict[str, str]
     path: str | None = None
+    seed: int = 0  # the noise seed it was generated with
 
 
 def summarise(results: list[EvalResult]) -> dict[str, dict[str, float]]:
@@ -450,24 +451,32 @@ def vae_report(vae: Any, psnr_samples: int, height: int, width: int, num_frames:
 
 def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
                    cfg_scale: float | None = None, flow_shift: float | None = None, batch_size: int = 4, psnr_samples: int = 8, num_in_distribution: int = 28, repeats: int = 1,
-                   device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Generate, score and summarise; writes `report.json` and the videos to `out_dir` when given."""
+                   device: str = "cpu", progress: bool = True, num_seeds: int = 1) -> dict[str, Any]:
+    """Generate, score and summarise; writes `report.json` and the videos to `out_dir` when given.
+
+    With `num_seeds` > 1 every prompt is generated once per noise seed `seed`, `seed` + 1, ... (each
+    seed's videos exactly as a run with that `seed` alone makes them); `accuracy` pools them all and
+    `per_seed` gives each seed's. With 24 held-out prompts one seed's held-out accuracy swings by
+    several points (one video is 4), so a pooled figure is the one to compare models by."""
     import torch
     from tqdm import tqdm
 
     from videoforge.pipelines.text_to_video import TextToVideoPipeline
     from videoforge.pipelines.video_io import write_mp4
 
+    if num_seeds < 1:
+        raise ValueError(f"--seeds (num_seeds) must be >= 1, got {num_seeds}")
     pipe = TextToVideoPipeline.from_pretrained(model_dir, device=device, vae_tiling=False)
     d = pipe.defaults
     prompts = eval_prompts(num_in_distribution, repeats)
+    seeds = list(range(seed, seed + num_seeds))
     out = Path(out_dir) if out_dir is not None else None
     results: list[EvalResult] = []
-    chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    for k, chunk in enumerate(tqdm(chunks, desc="eval shapes", unit="batch", disable=not progress)):
+    chunks = [(s, k, prompts[i : i + batch_size]) for s in seeds for k, i in enumerate(range(0, len(prompts), batch_size))]
+    for s, k, chunk in tqdm(chunks, desc="eval shapes", unit="batch", disable=not progress):
         # noise seeded per prompt, so a prompt's video does not depend on the batch size
         noise = torch.cat([torch.randn(pipe.latent_shape(1, d.height, d.width, d.num_frames),
-                                       generator=torch.Generator().manual_seed(seed * 100_003 + k * batch_size + j))
+                                       generator=torch.Generator().manual_seed(s * 100_003 + k * batch_size + j))
                            for j in range(len(chunk))])
         videos = pipe([p.prompt for p in chunk], num_inference_steps=steps, cfg_scale=cfg_scale, flow_shift=flow_shift,
                       latents=noise)
@@ -475,14 +484,15 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
             found = score_video(video.frames)
             path = None
             if out is not None:
-                path = f"videos/{k * batch_size + j:03d}.mp4"
+                path = f"videos/seed{s}-{k * batch_size + j:03d}.mp4"
                 write_mp4(video.frames, out / path, fps=video.fps)
             results.append(EvalResult(p.prompt, p.held_out, {"colour": p.colour, "shape": p.shape, "motion": p.motion},
-                                      asdict(found[0]) if found else {}, path))
+                                      asdict(found[0]) if found else {}, path, s))
     report = {
-        "model_dir": str(model_dir), "seed": seed, "size": [d.height, d.width], "num_frames": d.num_frames,
+        "model_dir": str(model_dir), "seed": seed, "seeds": seeds, "size": [d.height, d.width], "num_frames": d.num_frames,
         "steps": steps or d.num_inference_steps, "cfg_scale": d.cfg_scale if cfg_scale is None else cfg_scale,
         "flow_shift": d.flow_shift if flow_shift is None else flow_shift, "accuracy": summarise(results),
+        "per_seed": {str(s): summarise([r for r in results if r.seed == s]) for s in seeds},
         "misreads": misreads(results), "shape_by_colour": shape_by_colour(results),
         **vae_report(pipe.vae, psnr_samples, d.height, d.width, d.num_frames, seed),
         "results": [asdict(r) for r in results],
@@ -518,10 +528,14 @@ def format_report(report: dict[str, Any]) -> str:
     for attr, row in report["accuracy"].items():
         cells = [f"{row[g]:.0%}" if g in row else "-" for g in ("all", "in_distribution", "held_out")]
         lines.append(f"{attr:<10} {cells[0]:>6} {cells[1]:>8} {cells[2]:>9}")
-    n = len(report["results"])
-    lines.append(f"{n} prompts ({sum(r['held_out'] for r in report['results'])} held-out), "
+    seeds = report.get("seeds", [report["seed"]])
+    n, held = len(report["results"]) // len(seeds), sum(r["held_out"] for r in report["results"]) // len(seeds)
+    lines.append(f"{n} prompts ({held} held-out)" + (f" x {len(seeds)} noise seeds" if len(seeds) > 1 else "") + ", "
                  f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps, "
                  f"cfg {report.get('cfg_scale', 1.0)}, shift {report.get('flow_shift')}")
+    if len(seeds) > 1:
+        lines.append("all three per seed (held-out): " + "; ".join(
+            f"{s} {row['all_three']['all']:.0%} ({row['all_three']['held_out']:.0%})" for s, row in report["per_seed"].items()))
     for attr, rows in report.get("misreads", {}).items():
         cells = []
         for value, row in rows.items():

@@ -457,7 +457,8 @@ def evaluate_model(model_dir: str | Path, out_dir: str | Path | None = None, see
     With `num_seeds` > 1 every prompt is generated once per noise seed `seed`, `seed` + 1, ... (each
     seed's videos exactly as a run with that `seed` alone makes them); `accuracy` pools them all and
     `per_seed` gives each seed's. With 24 held-out prompts one seed's held-out accuracy swings by
-    several points (one video is 4), so a pooled figure is the one to compare models by."""
+    several points (one video is 4), so a pooled figure is the one to compare models by. The VAE
+    measurements draw their fresh clips with `seed` alone."""
     import torch
     from tqdm import tqdm
 

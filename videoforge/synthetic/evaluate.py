@@ -529,7 +529,7 @@ def format_report(report: dict[str, Any]) -> str:
     for attr, row in report["accuracy"].items():
         cells = [f"{row[g]:.0%}" if g in row else "-" for g in ("all", "in_distribution", "held_out")]
         lines.append(f"{attr:<10} {cells[0]:>6} {cells[1]:>8} {cells[2]:>9}")
-    seeds = report.get("seeds", [report["seed"]])
+    seeds = report["seeds"]
     n, held = len(report["results"]) // len(seeds), sum(r["held_out"] for r in report["results"]) // len(seeds)
     lines.append(f"{n} prompts ({held} held-out)" + (f" x {len(seeds)} noise seeds" if len(seeds) > 1 else "") + ", "
                  f"{report['size'][0]}x{report['size'][1]}x{report['num_frames']}, {report['steps']} steps, "

@@ -140,13 +140,33 @@ def test_a_recipe_changes_only_what_differs_from_its_base(tmp_path):
 
 
 def test_shipped_recipes_on_a_base_differ_from_it_only_where_they_say():
-    dit, shortcut = load_recipe(CONFIGS / "shapes-dit.yaml"), load_recipe(CONFIGS / "shapes-dit-shortcut.yaml")
+    history = CONFIGS / "history"
+    dit, shortcut = load_recipe(history / "shapes-dit.yaml"), load_recipe(history / "shapes-dit-shortcut.yaml")
     assert shortcut.model.vae != dit.model.vae and shortcut.run.compile and not dit.run.compile
     assert (shortcut.stages, shortcut.flow, shortcut.data, shortcut.generation) == (dit.stages, dit.flow, dit.data, dit.generation)
     # the bundled model's second restart is its first run again from that run's EMA weights
-    more, more2 = load_recipe(CONFIGS / "shapes-dit-shortcut-fold1-more.yaml"), load_recipe(CONFIGS / "shapes-dit-shortcut-fold1-more2.yaml")
-    assert more2.model.init == "runs/shapes-dit-shortcut-fold1-more/final/transformer_ema" != more.model.init
+    more, more2 = load_recipe(CONFIGS / "shapes-dit-more.yaml"), load_recipe(CONFIGS / "shapes-dit-more2.yaml")
+    assert more2.model.init == "runs/shapes/dit-more/final/transformer_ema" != more.model.init
     assert dataclasses.replace(more2, model=dataclasses.replace(more2.model, init=more.model.init)) == more
+
+
+def test_bundled_chain_is_the_unshipped_2x2_chain_with_the_changes_its_comments_name():
+    """configs/shapes-{vae,vae-decoder,dit}.yaml are written out whole; what they change against the
+    2x2-fold recipes of configs/history/ is the fold, the weights they start from, and cfg 5."""
+    history = CONFIGS / "history"
+    vae, vae_2x2 = load_recipe(CONFIGS / "shapes-vae.yaml"), load_recipe(history / "shapes-vae-shortcut.yaml")
+    assert vae.model.vae_config == {**vae_2x2.model.vae_config, "pixel_shortcut_fold": 1}
+    assert dataclasses.replace(vae, model=vae_2x2.model) == vae_2x2
+    dec, dec_2x2 = load_recipe(CONFIGS / "shapes-vae-decoder.yaml"), load_recipe(history / "shapes-vae-shortcut-decoder.yaml")
+    assert dec.model.init == "runs/shapes/vae/final/vae_ema"
+    assert dataclasses.replace(dec, model=dataclasses.replace(dec.model, init=dec_2x2.model.init)) == dec_2x2
+    dit, dit_2x2 = load_recipe(CONFIGS / "shapes-dit.yaml"), load_recipe(history / "shapes-dit-shortcut.yaml")
+    assert dit.model.vae == "runs/shapes/vae-decoder/final/vae_ema" and dit.generation.cfg_scale == 5.0
+    assert dataclasses.replace(
+        dit, model=dataclasses.replace(dit.model, vae=dit_2x2.model.vae), generation=dit_2x2.generation
+    ) == dit_2x2
+    more = load_recipe(CONFIGS / "shapes-dit-more.yaml")
+    assert more.model.init == "runs/shapes/dit/final/transformer_ema" and more.model.vae == dit.model.vae
 
 
 def test_stage_lr_decays_linearly_to_lr_end():
@@ -157,7 +177,7 @@ def test_stage_lr_decays_linearly_to_lr_end():
         recipe_from_dict({"generation": {"cfg": 2.0}})
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "curate.yaml"))
+@pytest.mark.parametrize("name", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if p.name != "curate.yaml"))
 def test_shipped_recipes_parse(name):
     r = load_recipe(CONFIGS / name)
     assert r.total_steps > 0

@@ -2,6 +2,7 @@ import math
 from collections import Counter
 
 import pytest
+import torch
 
 from videoforge.train.buckets import (
     Bucket, BucketSampler, ItemShape, LatentGeometry, assign_buckets, bucket_sizes, global_batch_size, nearest_size,
@@ -50,7 +51,8 @@ def test_sampler_batches_are_single_bucket_ratio_and_deterministic():
     s = BucketSampler(items, **kw)
     kinds = Counter()
     for step in range(2000):
-        bucket, picks = s.batch_at(step)
+        bucket, picks, variants = s.batch_at(step)
+        assert variants is None
         kinds[bucket.kind] += 1
         assert all(i in s.buckets[bucket] for i in picks)  # every sample from the step's bucket
         assert len(picks) == s.batch_sizes[bucket] and len(picks) % 2 == 0
@@ -63,3 +65,100 @@ def test_sampler_batches_are_single_bucket_ratio_and_deterministic():
 def test_sampler_rejects_data_that_fits_nothing():
     with pytest.raises(ValueError, match="no item fits"):
         BucketSampler([ItemShape(64, 64, 1, "image")], anchors=[64], frames=[17], token_budget=100)
+
+
+def brute_force_split(lengths, weights, batch_size, groups):
+    """Least expected padding over every way to cut the sorted distinct lengths into <= groups ranges."""
+    from itertools import combinations
+
+    from videoforge.train.buckets import expected_padded_length
+
+    values, total = sorted(set(lengths)), sum(weights)
+    best = (math.inf, None)
+    for g in range(1, groups + 1):
+        for cuts in combinations(range(1, len(values)), g - 1):
+            bounds = [values[c - 1] for c in cuts] + [values[-1]]
+            cost, lo = 0.0, -1
+            for hi in bounds:
+                sel = [(n, w) for n, w in zip(lengths, weights) if lo < n <= hi]
+                share = sum(w for _, w in sel) / total
+                cost += share * expected_padded_length([n for n, _ in sel], [w for _, w in sel], batch_size)
+                lo = hi
+            best = min(best, (cost, bounds), key=lambda t: t[0])
+    return best
+
+
+def test_expected_padded_length_is_the_mean_longest_of_a_batch():
+    from videoforge.train.buckets import expected_padded_length
+
+    # Two draws from {10 (w 3), 20 (w 1)}: the longest is 10 only if both are 10.
+    assert expected_padded_length([10, 20], [3.0, 1.0], 2) == pytest.approx(10 * 0.75**2 + 20 * (1 - 0.75**2))
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 48, (200,))
+    draws = lengths[torch.randint(200, (20000, 16), generator=g)].amax(1).double().mean().item()
+    assert expected_padded_length(lengths.tolist(), [1.0] * 200, 16) == pytest.approx(draws, rel=0.01)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_split_is_the_least_padding_partition(seed):
+    from videoforge.train.buckets import expected_padded_length, split_by_text_length
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 30, (40,), generator=g).tolist()
+    weights = (torch.rand(40, generator=g) + 0.1).tolist()
+    for groups in (1, 2, 3):
+        bounds = split_by_text_length(lengths, weights, 8, groups)
+        cost, lo, total = 0.0, -1, sum(weights)
+        for hi in bounds:
+            sel = [(n, w) for n, w in zip(lengths, weights) if lo < n <= hi]
+            cost += sum(w for _, w in sel) / total * expected_padded_length([n for n, _ in sel], [w for _, w in sel], 8)
+            lo = hi
+        assert len(bounds) <= groups and bounds[-1] == max(lengths)
+        assert cost == pytest.approx(brute_force_split(lengths, weights, 8, groups)[0], rel=1e-9)
+
+
+def test_text_length_groups_keep_each_caption_as_frequent_and_cut_padding():
+    """Short captions for most items, a long one now and then (the shapes recipe's mix): grouped
+    batches share a length range, every (item, variant) comes as often as before, and the mean
+    padded length falls."""
+    g = torch.Generator().manual_seed(1)
+    items = [ItemShape(64, 64, 1, "image")] * 60 + [ItemShape(64, 64, 17, "video")] * 40
+    lengths = [[int(n) for n in (torch.randint(9, 16, (4,), generator=g) + (torch.rand(4, generator=g) < 0.3) * 30)]
+               for _ in items]
+    lengths[5] = [12]  # a plain-text caption: one variant, so drawn with four times its variants' weight
+    ids = [1000 + k for k in range(100)]
+    kw = dict(anchors=[64], frames=[1, 17], token_budget=1280, max_batch=32, image_ratio=0.5, seed=2, ids=ids)
+    plain = BucketSampler(items, **kw)
+    grouped = BucketSampler(items, **kw, text_lengths=lengths, text_groups=3)
+    by_id = dict(zip(ids, lengths))
+    counts, pads_plain, pads_grouped = Counter(), [], []
+    steps = 3000
+    for step in range(steps):
+        bucket, picks, variants = grouped.batch_at(step)
+        assert bucket == plain.batch_at(step).bucket  # the same buckets, step for step
+        ranges = [gr.lengths for gr in grouped.text_groups[bucket]]
+        texts = [by_id[i][v] for i, v in zip(picks, variants)]
+        assert any(lo <= min(texts) and max(texts) <= hi for lo, hi in ranges)  # one group per batch
+        pads_grouped.append(max(texts))
+        _, plain_picks, _ = plain.batch_at(step)
+        pads_plain.append(max(by_id[i][int(torch.randint(len(by_id[i]), (), generator=g))] for i in plain_picks))
+        if bucket.kind == "image":
+            counts.update((i, v) for i, v in zip(picks, variants))
+    assert len(grouped.text_groups[Bucket(64, 64, 1)]) >= 2
+    assert sum(pads_grouped) < 0.75 * sum(pads_plain)
+    # Images: 60 items, so each item 1/60 of the draws and each variant 1/4 of its item's.
+    n = sum(counts.values())
+    per_item = Counter()
+    for (i, _), c in counts.items():
+        per_item[i] += c
+    for i in ids[:60]:
+        assert per_item[i] / n == pytest.approx(1 / 60, rel=0.25)
+    assert counts[(1005, 0)] / n == pytest.approx(1 / 60, rel=0.25)
+    assert all(c / n == pytest.approx(1 / 240, rel=0.5) for (i, _), c in counts.items() if i != 1005)
+    again = BucketSampler(items, **kw, text_lengths=lengths, text_groups=3)
+    assert [again.batch_at(t) for t in (0, 7, 2999)] == [grouped.batch_at(t) for t in (0, 7, 2999)]
+
+
+def test_text_groups_need_lengths():
+    with pytest.raises(ValueError, match="text_lengths"):
+        BucketSampler([ItemShape(64, 64, 1, "image")], anchors=[64], frames=[1], token_budget=100, text_groups=2)

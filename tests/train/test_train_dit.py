@@ -138,7 +138,7 @@ def held_out_loss(model, r, cache: Path, steps=range(10_000, 10_016)) -> float:
     sampler = make_sampler(src, r, 0, ParallelDims())
     total, n = 0.0, 0
     for step in steps:
-        bucket, items = sampler.batch_at(step)
+        bucket, items, _ = sampler.batch_at(step)
         ids = list(range(len(items)))
         _, raw = local_loss(model, src.batch(bucket, items, ids, step), r, step, ids, 1.0, torch.device("cpu"))
         total, n = total + raw.item(), n + len(ids)
@@ -336,3 +336,56 @@ def test_image_to_video_training_runs(cache, tiny_recipe, tmp_path, cond_type, c
     from videoforge.models import load_dit
 
     assert load_dit(tmp_path / "final").config.i2v_condition_type == cond_type
+
+
+def test_text_length_groups_train_from_a_cache_on_each_batch_of_one_length_range(squares, tiny_recipe, tmp_path):
+    """Structured captions with a long field now and then: the trainer's batches take the sampler's
+    caption variants, each batch's texts lie in one length range, and training runs to its final folder."""
+    from videoforge.train.buckets import Bucket
+    from videoforge.train.cache import write_cache
+    from videoforge.train.datasets import load_items
+    from videoforge.train.sources import build_text_encoder, build_vae
+
+    folder = tmp_path / "captioned"
+    shutil.copytree(squares, folder)
+    for txt in sorted(folder.glob("*.txt")):
+        short = txt.read_text()
+        txt.with_suffix(".json").write_text(json.dumps({
+            "short_description": short, "dense_description": f"{short}, starting near one edge and moving steadily across "
+                                                              "the frame on a plain background"}))
+        txt.unlink()
+    d = tiny_recipe(4)
+    d["model"]["text_max_length"] = 24
+    d["data"].update(caption_fields={"short_description": 1.0, "dense_description": 0.5, "background": 0.0, "style": 0.0,
+                                     "shot_type": 0.0, "lighting": 0.0, "atmosphere": 0.0, "camera_motion": 0.0, "tags": 0.0},
+                     caption_permute=0.0, text_length_groups=2, caption_dropout=0.0)
+    r = recipe_from_dict(d)
+    cpu = torch.device("cpu")
+    write_cache(load_items(folder), r.stages, build_vae(r, cpu), build_text_encoder(r, cpu), tmp_path / "cache",
+                text_encoder_name="minilm", seed=0, caption_variants=4, caption_mix=r.data.caption_mix, progress=False)
+    src = CachedSource(tmp_path / "cache", seed=0, caption_dropout=0.0)
+    lengths = src.text_lengths
+    assert all(len(v) == 4 for v in lengths) and len({n for v in lengths for n in v}) >= 2  # short and long texts
+    shard = load_file(str(tmp_path / "cache" / "shard_00000.safetensors"))
+    sampler = make_sampler(src, r, 0, ParallelDims())
+    assert len(sampler.text_groups[Bucket(32, 32, 9)]) == 2
+    for step in range(20):
+        bucket, items, variants = sampler.batch_at(step)
+        texts = [lengths[i][v] for i, v in zip(items, variants)]
+        assert any(lo <= min(texts) and max(texts) <= hi for lo, hi in (g.lengths for g in sampler.text_groups[bucket]))
+        b = src.batch(bucket, items, list(range(len(items))), step, variants=variants)
+        for k, (i, v) in enumerate(zip(items, variants)):  # each sample carries the variant the sampler chose
+            assert torch.equal(b.text.states[k], shard[f"{src.entries[i]['key']}.text{v}.states"])
+    summary = train(r, RunOptions(out=tmp_path / "run", data=str(tmp_path / "cache"), progress=False))
+    assert summary["step"] == 4 and math.isfinite(summary["loss"])
+    assert (tmp_path / "run" / "final" / "transformer").is_dir()
+
+
+def test_text_length_groups_refuse_media_data(squares, tiny_recipe, tmp_path):
+    d = tiny_recipe(1)
+    d["data"]["text_length_groups"] = 2
+    with pytest.raises(ValueError, match="text_length_groups: 2 needs pre-encoded captions"):
+        train(recipe_from_dict(d), RunOptions(out=tmp_path / "run", data=str(squares), progress=False))
+    d["data"]["text_length_groups"] = 0
+    with pytest.raises(ValueError, match="text_length_groups must be an integer >= 1"):
+        recipe_from_dict(d)

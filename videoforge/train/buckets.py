@@ -5,13 +5,20 @@ Buckets are the (height, width) staircase on a pixel grid around each resolution
 Each bucket's global batch comes from a token budget, so every step costs about the same
 memory whatever its shape. A step's bucket, kind (image/video) and items are drawn from
 generators keyed by (seed, step, index): the same batches at any process count.
+
+A batch pads every caption to its longest, and text tokens cost the DiT as much as video tokens
+(a 64x64 image is 16 tokens, its caption 10 to 48). With `text_groups`, each bucket's (item,
+caption variant) pairs are split by text length into groups chosen to minimise the expected padded
+length, and a step draws all its samples from one group: every pair is still drawn as often as
+before (uniform item, then uniform variant), only batch-mates share a length range.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -112,6 +119,93 @@ def global_batch_size(bucket: Bucket, token_budget: int, geometry: LatentGeometr
     return max(dp_size, n // dp_size * dp_size)
 
 
+class GlobalBatch(NamedTuple):
+    bucket: Bucket
+    items: list[int]
+    variants: list[int] | None  # each item's caption variant when the sampler groups by text length
+
+
+@dataclass(frozen=True)
+class TextLengthGroup:
+    """(item, caption variant) pairs of one bucket whose texts fall in one length range."""
+
+    items: torch.Tensor  # int64 [n]
+    variants: torch.Tensor  # int64 [n]
+    cumulative: torch.Tensor  # float64 [n]: running sum of each pair's weight (1 / its item's variants)
+    lengths: tuple[int, int]  # shortest and longest text in the group
+
+    @property
+    def mass(self) -> float:
+        return float(self.cumulative[-1])
+
+
+def expected_padded_length(lengths: Sequence[int], weights: Sequence[float], batch_size: int) -> float:
+    """E[longest of `batch_size` draws], drawing lengths[k] with probability proportional to weights[k]."""
+    total, by_length = float(sum(weights)), {}
+    for n, w in zip(lengths, weights):
+        by_length[n] = by_length.get(n, 0.0) + w
+    expected, below = 0.0, 0.0
+    for n in sorted(by_length):
+        at_most = below + by_length[n] / total
+        expected += n * (at_most**batch_size - below**batch_size)
+        below = at_most
+    return expected
+
+
+def split_by_text_length(lengths: Sequence[int], weights: Sequence[float], batch_size: int, groups: int) -> list[int]:
+    """Upper length bounds of at most `groups` contiguous length ranges that minimise the expected
+    padded text length of a batch (drawn from one range with probability its weight share)."""
+    values = sorted(set(lengths))
+    mass = {n: 0.0 for n in values}
+    for n, w in zip(lengths, weights):
+        mass[n] += w
+    m, total = len(values), sum(mass.values())
+
+    def cost(i: int, j: int) -> float:  # values[i..j] as one group: its share x its expected padding
+        span = values[i : j + 1]
+        share = sum(mass[n] for n in span)
+        return share / total * expected_padded_length(span, [mass[n] for n in span], batch_size)
+
+    # best[g][j]: least cost of values[0..j] in g groups; cut[g][j]: where the last group starts
+    inf = float("inf")
+    best = [[inf] * m for _ in range(groups + 1)]
+    cut = [[0] * m for _ in range(groups + 1)]
+    for j in range(m):
+        best[1][j] = cost(0, j)
+    for g in range(2, groups + 1):
+        for j in range(m):
+            best[g][j], cut[g][j] = best[g - 1][j], -1  # fewer groups are allowed
+            for i in range(1, j + 1):
+                c = best[g - 1][i - 1] + cost(i, j)
+                if c < best[g][j] - 1e-12:
+                    best[g][j], cut[g][j] = c, i
+    bounds, g, j = [], groups, m - 1
+    while j >= 0:
+        while g > 1 and cut[g][j] == -1:
+            g -= 1
+        start = cut[g][j] if g > 1 else 0
+        bounds.append(values[j])
+        j, g = start - 1, g - 1
+    return bounds[::-1]
+
+
+def text_length_groups(members: Sequence[int], text_lengths: Mapping[int, Sequence[int]], batch_size: int,
+                       groups: int) -> list[TextLengthGroup]:
+    """A bucket's (item, variant) pairs in the length ranges of `split_by_text_length`."""
+    pairs = [(i, v, n) for i in members for v, n in enumerate(text_lengths[i])]
+    weights = [1.0 / len(text_lengths[i]) for i, _, _ in pairs]
+    bounds = split_by_text_length([n for _, _, n in pairs], weights, batch_size, groups)
+    out, lo = [], -1
+    for hi in bounds:
+        chosen = [(p, w) for p, w in zip(pairs, weights) if lo < p[2] <= hi]
+        out.append(TextLengthGroup(
+            items=torch.tensor([p[0] for p, _ in chosen]), variants=torch.tensor([p[1] for p, _ in chosen]),
+            cumulative=torch.tensor([w for _, w in chosen], dtype=torch.float64).cumsum(0),
+            lengths=(min(p[2] for p, _ in chosen), hi)))
+        lo = hi
+    return out
+
+
 class BucketSampler:
     """Draws, for each global step, a bucket and the item indices of its global batch."""
 
@@ -132,11 +226,17 @@ class BucketSampler:
         min_stride: int = 1,
         exact: bool = False,
         ids: Sequence[int] | None = None,
+        text_lengths: Sequence[Sequence[int]] | None = None,
+        text_groups: int = 1,
     ):
-        """`ids`: what to hand out for items[k] (default k), e.g. dataset indices of a tier subset."""
+        """`ids`: what to hand out for items[k] (default k), e.g. dataset indices of a tier subset.
+        `text_lengths[k]`: the token count of each caption variant of items[k]; with `text_groups` > 1
+        a batch's samples come from one length range of their bucket (module docstring)."""
+        if text_groups > 1 and text_lengths is None:
+            raise ValueError("text_groups > 1 needs each item's caption lengths (text_lengths)")
         self.buckets = assign_buckets(items, anchors, frames, grid, max_aspect, min_stride, exact)
-        if ids is not None:
-            self.buckets = {b: [ids[k] for k in members] for b, members in self.buckets.items()}
+        hand_out = list(ids) if ids is not None else list(range(len(items)))
+        self.buckets = {b: [hand_out[k] for k in members] for b, members in self.buckets.items()}
         if not self.buckets:
             raise ValueError(
                 f"no item fits any bucket (anchors {list(anchors)}, frames {list(frames)}); "
@@ -146,6 +246,11 @@ class BucketSampler:
         self.image_ratio, self.seed = image_ratio, seed
         self.batch_sizes = {b: global_batch_size(b, token_budget, geometry, dp_size, max_batch) for b in self.buckets}
         self.by_kind = {k: [b for b in self.buckets if b.kind == k] for k in ("image", "video")}
+        self.text_groups: dict[Bucket, list[TextLengthGroup]] = {}
+        if text_groups > 1:
+            lengths = dict(zip(hand_out, text_lengths))
+            self.text_groups = {b: text_length_groups(members, lengths, self.batch_sizes[b], text_groups)
+                                for b, members in self.buckets.items()}
 
     def _kind(self, g: torch.Generator) -> str:
         have = [k for k in ("image", "video") if self.by_kind[k]]
@@ -154,16 +259,30 @@ class BucketSampler:
             return have[0]
         return "image" if u < self.image_ratio else "video"
 
-    def batch_at(self, step: int) -> tuple[Bucket, list[int]]:
-        """(bucket, global batch of item indices) for a global step; a pure function of (seed, step)."""
+    def batch_at(self, step: int) -> GlobalBatch:
+        """The bucket and global batch (item indices; caption variants when grouping by text length)
+        of a global step: a pure function of (seed, step)."""
         g = seeding.torch_generator(self.seed, step, -1, seeding.BUCKET)
         candidates = self.by_kind[self._kind(g)]
         # Buckets are drawn in proportion to how many items they hold.
         weights = torch.tensor([len(self.buckets[b]) for b in candidates], dtype=torch.float64)
         bucket = candidates[int(torch.multinomial(weights, 1, generator=g))]
-        members = self.buckets[bucket]
-        picks = []
-        for j in range(self.batch_sizes[bucket]):
+        n = self.batch_sizes[bucket]
+        if bucket not in self.text_groups:
+            members = self.buckets[bucket]
+            picks = []
+            for j in range(n):
+                gj = seeding.torch_generator(self.seed, step, j, seeding.ITEM)
+                picks.append(members[int(torch.randint(len(members), (), generator=gj))])
+            return GlobalBatch(bucket, picks, None)
+        # A length group in proportion to its pairs' weight, then pairs in proportion to theirs.
+        groups = self.text_groups[bucket]
+        group = groups[int(torch.multinomial(torch.tensor([gr.mass for gr in groups]), 1, generator=g))]
+        picks, variants = [], []
+        for j in range(n):
             gj = seeding.torch_generator(self.seed, step, j, seeding.ITEM)
-            picks.append(members[int(torch.randint(len(members), (), generator=gj))])
-        return bucket, picks
+            k = int(torch.searchsorted(group.cumulative, torch.rand((), dtype=torch.float64, generator=gj) * group.mass, right=True))
+            k = min(k, len(group.items) - 1)
+            picks.append(int(group.items[k]))
+            variants.append(int(group.variants[k]))
+        return GlobalBatch(bucket, picks, variants)

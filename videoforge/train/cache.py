@@ -171,6 +171,17 @@ class CachedSource:
         self.tiers = [e.get("tiers") for e in self.entries]
         self._shards: dict[int, Any] = {}
         self._empty = safe_open(str(folder / "empty.safetensors"), "pt")
+        self._text_lengths: list[list[int]] | None = None
+
+    @property
+    def text_lengths(self) -> list[list[int]]:
+        """Each entry's token count per caption variant (read from the masks once, on first use)."""
+        if self._text_lengths is None:
+            self._text_lengths = [
+                [int(self._shard(e["shard"]).get_tensor(f"{e['key']}.text{v}.mask").sum()) for v in range(e["variants"])]
+                for e in self.entries
+            ]
+        return self._text_lengths
 
     def _shard(self, k: int) -> Any:
         if k not in self._shards:
@@ -178,10 +189,13 @@ class CachedSource:
         return self._shards[k]
 
     def batch(
-        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int] = (1, 1)
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int] = (1, 1),
+        variants: Sequence[int] | None = None,
     ) -> ConditionedBatch:
+        """`variants`: each item's caption variant (the sampler's, when it groups by text length);
+        by default each sample draws its own."""
         means, logvars, states, masks, pooled = [], [], [], [], []
-        for i, j in zip(items, sample_ids):
+        for k, (i, j) in enumerate(zip(items, sample_ids)):
             e = self.entries[i]
             f = self._shard(e["shard"])
             means.append(f.get_tensor(f"{e['key']}.mean"))
@@ -190,7 +204,8 @@ class CachedSource:
             if rng.random() < self.caption_dropout:
                 src, prefix = self._empty, f"{e['kind']}."
             else:
-                src, prefix = f, f"{e['key']}.text{int(rng.integers(e['variants']))}."
+                v = int(rng.integers(e["variants"])) if variants is None else variants[k]
+                src, prefix = f, f"{e['key']}.text{v}."
             states.append(src.get_tensor(prefix + "states"))
             masks.append(src.get_tensor(prefix + "mask"))
             pooled.append(src.get_tensor(prefix + "pooled"))

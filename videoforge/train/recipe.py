@@ -49,10 +49,16 @@ class DataSection:
     # VAE at kl 1e-2), and noise drawn independently per latent frame can drown small signals such
     # as where an object moved between frames.
     sample_posterior: bool = True
+    # A batch pads its captions to the longest, and the DiT pays for every text position. N > 1 (a
+    # cache only): each step's samples share one of N caption-length ranges of their bucket, chosen
+    # to minimise the expected padding; every (item, caption) is drawn as often as with 1.
+    text_length_groups: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError(f"data.caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if not isinstance(self.text_length_groups, int) or self.text_length_groups < 1:
+            raise ValueError(f"data.text_length_groups must be an integer >= 1, got {self.text_length_groups!r}")
         unknown = sorted(set(self.caption_fields or {}) - set(FIELDS))
         if unknown:
             raise ValueError(f"data.caption_fields: unknown field(s) {unknown}; caption fields: {list(FIELDS)}")

@@ -36,7 +36,8 @@ class Source(Protocol):
     exact_buckets: bool  # True: items are pre-encoded at one size and cannot be re-bucketed
 
     def batch(
-        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int]
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int],
+        variants: Sequence[int] | None = None,
     ) -> ConditionedBatch: ...
 
 
@@ -71,8 +72,11 @@ class MediaSource:
 
     @torch.no_grad()
     def batch(
-        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int]
+        self, bucket: Bucket, items: Sequence[int], sample_ids: Sequence[int], step: int, stride_range: Sequence[int],
+        variants: Sequence[int] | None = None,
     ) -> ConditionedBatch:
+        if variants is not None:
+            raise ValueError("caption variants exist only in a cache: media captions are drawn afresh every step")
         pixels, texts = [], []
         for i, j in zip(items, sample_ids):
             g = seeding.torch_generator(self.seed, step, j, seeding.MEDIA)

@@ -211,7 +211,7 @@ def _set_grad_sync(model: nn.Module, on: bool) -> None:
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, sampler: BucketSampler, source: Source,
                recipe: Recipe, step: int, dims: ParallelDims, stage: StageSection) -> dict[str, Any]:
     """One optimizer step at global step `step` (0-based); returns its metrics."""
-    bucket, items = sampler.batch_at(step)
+    bucket, items, variants = sampler.batch_at(step)
     global_b = len(items)
     per_rank = global_b // dims.dp
     lo = dims.dp_rank * per_rank
@@ -224,7 +224,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, sam
     mbs = _micro_batches(per_rank, recipe.optim.micro_batch)
     for k, mb in enumerate(mbs):
         _set_grad_sync(model, k == len(mbs) - 1)
-        batch = source.batch(bucket, [items[i] for i in ids[mb]], ids[mb], step, stage.frame_stride)
+        batch = source.batch(bucket, [items[i] for i in ids[mb]], ids[mb], step, stage.frame_stride,
+                             None if variants is None else [variants[i] for i in ids[mb]])
         loss, raw = local_loss(model, batch, recipe, step, ids[mb], scale, dims.device)
         loss.backward()
         loss_sum += raw
@@ -253,11 +254,16 @@ def sampler_geometry(recipe: Recipe) -> LatentGeometry:
 def make_sampler(source: Source, recipe: Recipe, stage_index: int, dims: ParallelDims) -> BucketSampler:
     s = recipe.stages[stage_index]
     ids = select_tiers(source.tiers, s.tiers)
+    groups = recipe.data.text_length_groups
+    if groups > 1 and not hasattr(source, "text_lengths"):
+        raise ValueError(f"data.text_length_groups: {groups} needs pre-encoded captions (a `videoforge cache` folder); "
+                         "media captions are drawn afresh every step, so their lengths are not known ahead")
     return BucketSampler(
         [source.shapes[i] for i in ids], ids=ids, anchors=s.anchors, frames=s.frames, token_budget=s.token_budget, max_batch=s.max_batch,
         image_ratio=s.image_ratio, dp_size=dims.dp, seed=recipe.run.seed + 7919 * stage_index,
         geometry=sampler_geometry(recipe), grid=s.bucket_grid, max_aspect=s.max_aspect, min_stride=s.frame_stride[0],
-        exact=source.exact_buckets,
+        exact=source.exact_buckets, text_groups=groups,
+        text_lengths=[source.text_lengths[i] for i in ids] if groups > 1 else None,
     )
 
 

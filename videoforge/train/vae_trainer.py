@@ -191,7 +191,7 @@ def train_vae(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
                 seed=recipe.run.seed + 7919 * si, geometry=geometry, grid=stage.bucket_grid,
                 max_aspect=stage.max_aspect, min_stride=stage.frame_stride[0],
             )
-        bucket, picks = samplers[si].batch_at(step)
+        bucket, picks, _ = samplers[si].batch_at(step)
         pixels = torch.stack([
             load_pixels(items[i], bucket, seeding.torch_generator(recipe.run.seed, step, j, seeding.MEDIA), stage.frame_stride)
             for j, i in enumerate(picks)

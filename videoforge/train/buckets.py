@@ -152,40 +152,49 @@ def expected_padded_length(lengths: Sequence[int], weights: Sequence[float], bat
     return expected
 
 
+def _padding_costs(values: Sequence[int], mass: Sequence[float], batch_size: int) -> torch.Tensor:
+    """cost[i, j] (i <= j): the weight share of values[i..j] times the expected padded length of a
+    batch drawn from them alone; vectorised, as the release's texts have up to 256 distinct lengths."""
+    u = torch.tensor(values, dtype=torch.float64)
+    p = torch.tensor(mass, dtype=torch.float64) / sum(mass)
+    m = len(values)
+    cost = torch.full((m, m), math.inf, dtype=torch.float64)
+    for i in range(m):
+        c = p[i:].cumsum(0)  # mass of values[i..l]
+        cdf = (c[None, :] / c[:, None]).clamp(max=1.0).tril()  # [j, l]: P(length <= values[l] | range i..j)
+        at_most = cdf.pow(batch_size)
+        below = torch.cat([torch.zeros(m - i, 1, dtype=torch.float64), at_most[:, :-1]], 1).tril()
+        cost[i, i:] = c * ((at_most - below) * u[None, i:]).sum(1)
+    return cost
+
+
 def split_by_text_length(lengths: Sequence[int], weights: Sequence[float], batch_size: int, groups: int) -> list[int]:
     """Upper length bounds of at most `groups` contiguous length ranges that minimise the expected
     padded text length of a batch (drawn from one range with probability its weight share)."""
     values = sorted(set(lengths))
-    mass = {n: 0.0 for n in values}
+    mass = dict.fromkeys(values, 0.0)
     for n, w in zip(lengths, weights):
         mass[n] += w
-    m, total = len(values), sum(mass.values())
-
-    def cost(i: int, j: int) -> float:  # values[i..j] as one group: its share x its expected padding
-        span = values[i : j + 1]
-        share = sum(mass[n] for n in span)
-        return share / total * expected_padded_length(span, [mass[n] for n in span], batch_size)
-
-    # best[g][j]: least cost of values[0..j] in g groups; cut[g][j]: where the last group starts
-    inf = float("inf")
-    best = [[inf] * m for _ in range(groups + 1)]
-    cut = [[0] * m for _ in range(groups + 1)]
-    for j in range(m):
-        best[1][j] = cost(0, j)
+    cost = _padding_costs(values, [mass[n] for n in values], batch_size).tolist()
+    m = len(values)
+    # best[g][j]: least cost of values[0..j] in at most g ranges; start[g][j]: where its last range
+    # starts (0 for one range; -1: fewer than g ranges do best)
+    best = [[math.inf] * m for _ in range(groups + 1)]
+    start = [[0] * m for _ in range(groups + 1)]
+    best[1] = [cost[0][j] for j in range(m)]
     for g in range(2, groups + 1):
         for j in range(m):
-            best[g][j], cut[g][j] = best[g - 1][j], -1  # fewer groups are allowed
+            best[g][j], start[g][j] = best[g - 1][j], -1
             for i in range(1, j + 1):
-                c = best[g - 1][i - 1] + cost(i, j)
+                c = best[g - 1][i - 1] + cost[i][j]
                 if c < best[g][j] - 1e-12:
-                    best[g][j], cut[g][j] = c, i
+                    best[g][j], start[g][j] = c, i
     bounds, g, j = [], groups, m - 1
     while j >= 0:
-        while g > 1 and cut[g][j] == -1:
+        while g > 1 and start[g][j] == -1:
             g -= 1
-        start = cut[g][j] if g > 1 else 0
         bounds.append(values[j])
-        j, g = start - 1, g - 1
+        j, g = (start[g][j] if g > 1 else 0) - 1, g - 1
     return bounds[::-1]
 
 

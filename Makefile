@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/vae_train_step.py
 	$(BIN)/python bench/generate_step.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/text_length_groups.py
 	$(BIN)/python bench/curate_throughput.py
 
 clean:

@@ -45,6 +45,15 @@ def caption_lengths(recipe, frames: int, tokenizer, max_length: int) -> list[lis
     return out
 
 
+def batch_variants(sampler: BucketSampler, step: int) -> tuple:
+    """The step's bucket, items and caption variants; without grouping each sample draws its own
+    variant, as a cache does."""
+    bucket, picks, variants = sampler.batch_at(step)
+    if variants is None:
+        variants = [int(v) for v in np.random.default_rng(step).integers(VARIANTS, size=len(picks))]
+    return bucket, picks, variants
+
+
 def main() -> None:
     args = timing_args(__doc__)
     recipe = load_recipe(RECIPE)
@@ -65,9 +74,7 @@ def main() -> None:
         samplers[groups] = s
         pads = {"video": [], "image": []}
         for step in range(DRAWN_STEPS):
-            bucket, picks, variants = s.batch_at(step)
-            if variants is None:  # no grouping: each sample draws its own variant, as the cache does
-                variants = [int(v) for v in np.random.default_rng(step).integers(VARIANTS, size=len(picks))]
+            bucket, picks, variants = batch_variants(s, step)
             pads[bucket.kind].append(max(lengths[i][v] for i, v in zip(picks, variants)))
         ranges = " | ".join(str([g.lengths for g in s.text_groups.get(b, [])]) for b in sorted(s.buckets, key=lambda b: -b.frames))
         print(f"{groups:>6}  {np.mean(pads['video']):>18.1f}  {np.mean(pads['image']):>19.1f}  {ranges}")
@@ -80,9 +87,7 @@ def main() -> None:
     def run(groups: int) -> None:
         s = samplers[groups]
         for step in range(TIMED_STEPS):
-            bucket, picks, variants = s.batch_at(step)
-            if variants is None:
-                variants = [int(v) for v in np.random.default_rng(step).integers(VARIANTS, size=len(picks))]
+            bucket, picks, variants = batch_variants(s, step)
             n = len(picks)
             text = [lengths[i][v] for i, v in zip(picks, variants)]
             mask = torch.zeros(n, encoder.max_length, dtype=torch.long)

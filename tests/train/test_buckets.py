@@ -1,5 +1,6 @@
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -67,11 +68,22 @@ def test_sampler_rejects_data_that_fits_nothing():
         BucketSampler([ItemShape(64, 64, 1, "image")], anchors=[64], frames=[17], token_budget=100)
 
 
+def expected_padded_length(lengths: Sequence[int], weights: Sequence[float], batch_size: int) -> float:
+    """The reference: E[longest of `batch_size` draws], drawing lengths[k] with probability proportional to weights[k]."""
+    total, by_length = float(sum(weights)), {}
+    for n, w in zip(lengths, weights):
+        by_length[n] = by_length.get(n, 0.0) + w
+    expected, below = 0.0, 0.0
+    for n in sorted(by_length):
+        at_most = below + by_length[n] / total
+        expected += n * (at_most**batch_size - below**batch_size)
+        below = at_most
+    return expected
+
+
 def brute_force_split(lengths, weights, batch_size, groups):
     """Least expected padding over every way to cut the sorted distinct lengths into <= groups ranges."""
     from itertools import combinations
-
-    from videoforge.train.buckets import expected_padded_length
 
     values, total = sorted(set(lengths)), sum(weights)
     best = (math.inf, None)
@@ -89,19 +101,26 @@ def brute_force_split(lengths, weights, batch_size, groups):
 
 
 def test_expected_padded_length_is_the_mean_longest_of_a_batch():
-    from videoforge.train.buckets import expected_padded_length
-
     # Two draws from {10 (w 3), 20 (w 1)}: the longest is 10 only if both are 10.
     assert expected_padded_length([10, 20], [3.0, 1.0], 2) == pytest.approx(10 * 0.75**2 + 20 * (1 - 0.75**2))
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(5, 48, (200,))
     draws = lengths[torch.randint(200, (20000, 16), generator=g)].amax(1).double().mean().item()
     assert expected_padded_length(lengths.tolist(), [1.0] * 200, 16) == pytest.approx(draws, rel=0.01)
+    # The sampler's vectorised table: each length range's weight share times its expected padding.
+    from videoforge.train.buckets import _padding_costs
+
+    values, mass = [3, 5, 9, 14, 30], [1.0, 2.0, 0.5, 3.0, 0.25]
+    cost = _padding_costs(values, mass, 4)
+    for i in range(5):
+        for j in range(i, 5):
+            share = sum(mass[i : j + 1]) / sum(mass)
+            assert cost[i, j].item() == pytest.approx(share * expected_padded_length(values[i : j + 1], mass[i : j + 1], 4))
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_length_split_is_the_least_padding_partition(seed):
-    from videoforge.train.buckets import expected_padded_length, split_by_text_length
+    from videoforge.train.buckets import split_by_text_length
 
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(3, 30, (40,), generator=g).tolist()

@@ -139,19 +139,6 @@ class TextLengthGroup:
         return float(self.cumulative[-1])
 
 
-def expected_padded_length(lengths: Sequence[int], weights: Sequence[float], batch_size: int) -> float:
-    """E[longest of `batch_size` draws], drawing lengths[k] with probability proportional to weights[k]."""
-    total, by_length = float(sum(weights)), {}
-    for n, w in zip(lengths, weights):
-        by_length[n] = by_length.get(n, 0.0) + w
-    expected, below = 0.0, 0.0
-    for n in sorted(by_length):
-        at_most = below + by_length[n] / total
-        expected += n * (at_most**batch_size - below**batch_size)
-        below = at_most
-    return expected
-
-
 def _padding_costs(values: Sequence[int], mass: Sequence[float], batch_size: int) -> torch.Tensor:
     """cost[i, j] (i <= j): the weight share of values[i..j] times the expected padded length of a
     batch drawn from them alone; vectorised, as the release's texts have up to 256 distinct lengths."""

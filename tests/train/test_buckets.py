@@ -81,22 +81,27 @@ def expected_padded_length(lengths: Sequence[int], weights: Sequence[float], bat
     return expected
 
 
+def partition_padding(lengths, weights, bounds, batch_size) -> float:
+    """Expected padded length when a batch comes from one of the ranges (.., bounds[0]], (bounds[0],
+    bounds[1]], ... with probability its weight share."""
+    cost, lo, total = 0.0, -1, sum(weights)
+    for hi in bounds:
+        sel = [(n, w) for n, w in zip(lengths, weights) if lo < n <= hi]
+        cost += sum(w for _, w in sel) / total * expected_padded_length([n for n, _ in sel], [w for _, w in sel], batch_size)
+        lo = hi
+    return cost
+
+
 def brute_force_split(lengths, weights, batch_size, groups):
     """Least expected padding over every way to cut the sorted distinct lengths into <= groups ranges."""
     from itertools import combinations
 
-    values, total = sorted(set(lengths)), sum(weights)
+    values = sorted(set(lengths))
     best = (math.inf, None)
     for g in range(1, groups + 1):
         for cuts in combinations(range(1, len(values)), g - 1):
             bounds = [values[c - 1] for c in cuts] + [values[-1]]
-            cost, lo = 0.0, -1
-            for hi in bounds:
-                sel = [(n, w) for n, w in zip(lengths, weights) if lo < n <= hi]
-                share = sum(w for _, w in sel) / total
-                cost += share * expected_padded_length([n for n, _ in sel], [w for _, w in sel], batch_size)
-                lo = hi
-            best = min(best, (cost, bounds), key=lambda t: t[0])
+            best = min(best, (partition_padding(lengths, weights, bounds, batch_size), bounds), key=lambda t: t[0])
     return best
 
 
@@ -127,13 +132,8 @@ def test_length_split_is_the_least_padding_partition(seed):
     weights = (torch.rand(40, generator=g) + 0.1).tolist()
     for groups in (1, 2, 3):
         bounds = split_by_text_length(lengths, weights, 8, groups)
-        cost, lo, total = 0.0, -1, sum(weights)
-        for hi in bounds:
-            sel = [(n, w) for n, w in zip(lengths, weights) if lo < n <= hi]
-            cost += sum(w for _, w in sel) / total * expected_padded_length([n for n, _ in sel], [w for _, w in sel], 8)
-            lo = hi
         assert len(bounds) <= groups and bounds[-1] == max(lengths)
-        assert cost == pytest.approx(brute_force_split(lengths, weights, 8, groups)[0], rel=1e-9)
+        assert partition_padding(lengths, weights, bounds, 8) == pytest.approx(brute_force_split(lengths, weights, 8, groups)[0], rel=1e-9)
 
 
 def test_text_length_groups_keep_each_caption_as_frequent_and_cut_padding():

@@ -7,7 +7,9 @@ checkpointing is *not* credited: it shows up as lower MFU, as it should). The pe
 here: the best float32 matmul rate of this machine over a few sizes. Tokens are the video
 latent tokens of the batch. Prints a table, the AC/no-AC time ratios, and the time ratio of a
 tiny batch whose text is padded from 11 to 48 positions against the 11-position batch (~1.0: the
-forward drops padding shared by the whole batch).
+forward drops padding shared by the whole batch), and the shapes DiT's clips per second at batch
+4, 8 and 16 (17-frame 64x64 clips, 80 tokens each; blocks compiled as in training), as ratios
+against batch 16: the batch at which this machine trains most samples per second.
 Run: `.venv/bin/python bench/train_step.py [--repeats N] [--threads N]`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +29,7 @@ from _measure import median_seconds, timing_args  # noqa: E402
 
 from videoforge.config import DiTConfig, preset  # noqa: E402
 from videoforge.models import build_dit  # noqa: E402
-from videoforge.train.parallelize import apply_activation_checkpointing  # noqa: E402
+from videoforge.train.parallelize import apply_activation_checkpointing, apply_compile  # noqa: E402
 
 CONFIGS = {
     # name: (DiT config, batch, latent [C, T, H, W], text tokens)
@@ -109,6 +112,20 @@ def main() -> None:
     padded, short = (make_step(cfg, batch, latent, text, ac=False, real_text=11)[3] for text in (48, 11))
     times = median_seconds({"padded": padded, "short": short}, repeats=args.repeats, warmup=1)
     print(f"tiny: text padded from 11 to 48 positions costs {times['padded'] / times['short']:.2f}x step time")
+    # configs/shapes-dit.yaml's DiT (3 + 3 blocks) on 17-frame clips with 24 text positions, its
+    # blocks compiled as `run.compile` does: eager steps rank the batches otherwise (batch 8 at 0.86x
+    # batch 16's clips per second, where compiled training ran it at 1.13x). Each batch gets kernels
+    # of its own: a fresh compile state, measured alone.
+    shapes = replace(cfg, mm_double_blocks_depth=3, mm_single_blocks_depth=3)
+    rate, seconds = {}, {}
+    for b in (4, 8, 16):
+        torch._dynamo.reset()
+        model, *_, step = make_step(shapes, b, (16, 5, 8, 8), 24, ac=False)
+        apply_compile(model)
+        seconds[b] = median_seconds({"step": step}, repeats=args.repeats, warmup=2)["step"]
+        rate[b] = b / seconds[b]
+    print("shapes DiT, compiled, clips per second by batch: " + "; ".join(
+        f"batch {b}: {rate[b]:.0f} ({rate[b] / rate[16]:.2f}x batch 16's, step {seconds[b]:.3f} s)" for b in rate))
 
 
 if __name__ == "__main__":
